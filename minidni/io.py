@@ -1,0 +1,75 @@
+"""Writing results so that an interrupted run loses nothing it already wrote.
+
+Every file is written to a temporary name in the same folder, flushed to disk,
+then renamed over the target (``os.replace`` is atomic on POSIX and Windows), so
+a reader sees either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    """Turn NumPy scalars/arrays and paths into plain JSON values."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Atomically write ``data`` as indented JSON (NumPy values converted)."""
+    text = json.dumps(_jsonable(data), indent=2, sort_keys=True, allow_nan=True) + "\n"
+    return _atomic_write(path, lambda f: f.write(text), "w")
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Atomically write a text file (markdown tables, logs)."""
+    return _atomic_write(path, lambda f: f.write(text), "w")
+
+
+def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """Atomically write a dict of host arrays as an ``.npz`` checkpoint."""
+    return _atomic_write(path, lambda f: np.savez(f, **arrays), "wb")
+
+
+def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read an ``.npz`` written by :func:`save_arrays` into a dict of host arrays."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Atomically save a matplotlib figure as PNG."""
+    return _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"), "wb")

@@ -1,0 +1,34 @@
+"""``python -m minidni.run TASK [options]``: train and reproduce the paper's experiments.
+
+Tasks:
+    copy, repeat-copy, ptb   recurrent DNI with truncated BPTT (Table 2)
+    table2                   the Table 2 grid (task x mode x T x seeds)
+    mnist, cifar10           feed-forward DNI / cDNI (Table 1); --workers K runs on Ray
+    table1                   the Table 1 MNIST FCN rows
+Run ``python -m minidni.run TASK --help`` for each task's options.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from minidni.cli import dispatch
+
+TASKS = {
+    "copy": "minidni.experiments.recurrent:main_copy",
+    "repeat-copy": "minidni.experiments.recurrent:main_repeat_copy",
+    "ptb": "minidni.experiments.recurrent:main_ptb",
+    "table2": "minidni.experiments.table2:main",
+    "mnist": "minidni.experiments.feedforward:main_mnist",
+    "cifar10": "minidni.experiments.feedforward:main_cifar10",
+    "table1": "minidni.experiments.table1:main",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return dispatch("python -m minidni.run", TASKS, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
