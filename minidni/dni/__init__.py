@@ -1,0 +1,20 @@
+"""Decoupled neural interfaces: synthetic-gradient models and the trainers that use them.
+
+Exports are listed one per line so that each helper can append its own.
+"""
+
+from minidni.dni.synthesizers import Regressor, Synthesizer, conv_synthesizer, mlp_regressor, mlp_synthesizer
+from minidni.dni.feedforward import METHODS, FeedForwardTrainer, Module, StepResult, build_trainer
+
+__all__ = [
+    "Regressor",
+    "Synthesizer",
+    "mlp_synthesizer",
+    "conv_synthesizer",
+    "mlp_regressor",
+    "METHODS",
+    "Module",
+    "FeedForwardTrainer",
+    "StepResult",
+    "build_trainer",
+]
