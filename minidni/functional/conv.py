@@ -76,9 +76,9 @@ def conv2d_forward(x, W, b, *, stride: int = 1, pad: int = 0):
     # Channels-first view, so im2col gives (KH, KW, C, N, OH, OW): a free reshape to (KH*KW*C, P), P = N*OH*OW.
     col = im2col(x.transpose(1, 0, 2, 3), kh, kw, stride, pad).reshape(kh * kw * c, n * oh * ow)
     W2 = _kernel_matrix(W)
-    y = (W2 @ col).reshape(f, n, oh, ow)  # the one GEMM: (F, KH*KW*C) @ (KH*KW*C, P)
-    y = xp.ascontiguousarray(y.transpose(1, 0, 2, 3))
-    y += b.reshape(1, f, 1, 1)
+    yt = (W2 @ col).reshape(f, n, oh, ow)  # the one GEMM: (F, KH*KW*C) @ (KH*KW*C, P)
+    y = xp.empty((n, f, oh, ow), dtype=x.dtype)
+    xp.add(yt.transpose(1, 0, 2, 3), b.reshape(1, f, 1, 1), out=y)  # bias add and (F, N) -> (N, F) in one pass
     return y, (x.shape, W, col, stride, pad)
 
 
@@ -91,7 +91,7 @@ def conv2d_backward(dy, cache):
     if dy.shape != (n, f, oh, ow):
         raise ValueError(f"conv2d_backward: dy must have the output's shape {(n, f, oh, ow)}, got {dy.shape}")
     dy2 = dy.transpose(1, 0, 2, 3).reshape(f, n * oh * ow)  # (F, N*OH*OW), matching col's columns
-    db = dy.sum(axis=(0, 2, 3))  # b is added at every (n, oy, ox): (F,)
+    db = dy2.sum(axis=1)  # b is added at every (n, oy, ox): (F,)
     dW2 = dy2 @ col.T  # dL/dW2 = dy2 col^T: (F, P) @ (P, KH*KW*C)
     dW = xp.ascontiguousarray(dW2.reshape(f, kh, kw, c).transpose(0, 3, 1, 2))  # W2's column order back to W's
     dcol = _kernel_matrix(W).T @ dy2  # dL/dcol = W2^T dy2: (KH*KW*C, F) @ (F, P)
