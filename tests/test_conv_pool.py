@@ -231,11 +231,11 @@ def test_maxpool_padding_never_wins_and_same_halving():
     assert maxpool2d_forward(np.zeros((1, 1, 32, 32)), size=3, stride=2, pad=1)[0].shape == (1, 1, 16, 16)
 
 
-def test_maxpool_tie_sends_gradient_to_first_maximum():
-    x = np.array([[0.0, 5.0], [5.0, 5.0]]).reshape(1, 1, 2, 2)
+def test_maxpool_tie_sends_gradient_to_first_maximum(xp):
+    x = xp.asarray(np.array([[0.0, 5.0], [5.0, 5.0]]).reshape(1, 1, 2, 2))
     y, cache = maxpool2d_forward(x, size=2, stride=2)
-    dx = maxpool2d_backward(np.array([[[[2.0]]]]), cache)
-    np.testing.assert_array_equal(dx[0, 0], [[0.0, 2.0], [0.0, 0.0]])
+    dx = maxpool2d_backward(xp.asarray(np.array([[[[2.0]]]])), cache)
+    np.testing.assert_array_equal(to_numpy(dx)[0, 0], [[0.0, 2.0], [0.0, 0.0]])
 
 
 def test_overlapping_maxpool_backward_adds_up():

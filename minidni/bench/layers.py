@@ -37,7 +37,8 @@ import numpy as np
 
 from minidni import backend
 from minidni.cli import make_parser, positive_int, run_command
-from minidni.functional import conv2d_backward, conv2d_forward, linear_backward, linear_forward, lstm_backward, lstm_forward
+from minidni.functional import (conv2d_backward, conv2d_forward, linear_backward, linear_forward, lstm_backward,
+                                lstm_forward)
 from minidni.io import write_json
 
 PROG = "python -m minidni.bench layers"
@@ -157,7 +158,8 @@ def run(sizes: dict, xp, repeats: int, warmup: int, seed: int) -> dict:
             ratio_to_lstm_gemm=gflops / gemms["lstm_gemm"]["gflops"])
     return dict(backend=backend.backend_name(xp), dtype="float32", repeats=repeats, warmup=warmup, seed=seed,
                 timing="median of repeats after warm-up; time.perf_counter after backend.synchronize",
-                flop_counting="2*M*N*K per GEMM; forward+backward = 3x forward GEMM FLOPs; elementwise work not counted",
+                flop_counting="2*M*N*K per GEMM; forward+backward = 3x forward GEMM FLOPs; "
+                              "elementwise work not counted",
                 reference_gemms=gemms, layers=layers, machine=_machine_info(xp))
 
 
@@ -165,7 +167,8 @@ def table(result: dict) -> str:
     """The result as a fixed-width text table."""
     lines = [f"float32 on {result['backend']}, median of {result['repeats']} (noisy if the machine is shared; "
              f"load average {result['machine']['load_average_1_5_15_min']})",
-             f"{'op':<12} {'shape':<38} {'fwd ms':>9} {'fwd+bwd ms':>11} {'GFLOP/s':>9} {'/square':>8} {'/lstm-gemm':>10}"]
+             f"{'op':<12} {'shape':<38} {'fwd ms':>9} {'fwd+bwd ms':>11} {'GFLOP/s':>9} {'/square':>8} "
+             f"{'/lstm-gemm':>10}"]
     for name, g in result["reference_gemms"].items():
         lines.append(f"{name:<12} {g['shape']:<38} {g['seconds'] * 1e3:9.2f} {'':>11} {g['gflops']:9.1f}")
     for name, r in result["layers"].items():

@@ -86,7 +86,8 @@ def maxpool2d_backward(dy, cache):
     oh, ow = _check_dy("maxpool2d_backward", dy, x_shape, size, stride, pad)
     n, c, h, w = x_shape
     offsets = xp.arange(size * size).reshape(size * size, 1, 1, 1, 1)
-    dcol = (offsets == arg) * dy  # d max / d window cell = 1 at the winning offset, 0 elsewhere: (size*size, N, C, OH, OW)
+    # d max / d window cell is 1 at the winning offset, 0 elsewhere: (size*size, N, C, OH, OW).
+    dcol = (offsets == arg) * dy
     dx = col2im(dcol.reshape(size, size, n, c, oh, ow), h, w, stride, pad)  # overlapping windows add up
     return xp.ascontiguousarray(dx)
 
