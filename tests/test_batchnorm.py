@@ -13,10 +13,11 @@ from minidni.gradcheck import check_pair
 from minidni.layers import BatchNorm
 
 seeds = st.integers(0, 2**32 - 1)
-# (N, D) or (N, C, H, W) with at least 2 values per feature
+# (N, D) or (N, C, H, W) with at least 3 values per feature: with only 2, two nearly equal values
+# make the normalisation so curved that central differences at eps = 1e-6 lose ~6 digits
 shapes = st.one_of(
-    st.tuples(st.integers(2, 6), st.integers(1, 5)),
-    st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(2, 3)),
+    st.tuples(st.integers(3, 6), st.integers(1, 5)),
+    st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(3, 4)),
 )
 
 
@@ -48,10 +49,11 @@ def test_gradients_elementwise(shape, train):
 def test_train_mode_normalises_each_feature(shape, seed):
     x, _, _, rm, rv = _inputs(shape, seed)
     f = shape[1]
-    y, _ = batchnorm_forward(x, np.ones(f), np.zeros(f), rm, rv, train=True, eps=1e-12)
+    y, _ = batchnorm_forward(x, np.ones(f), np.zeros(f), rm, rv, train=True, eps=1e-5)
     axes = (0,) if x.ndim == 2 else (0, 2, 3)
     np.testing.assert_allclose(y.mean(axis=axes), 0.0, atol=1e-10)
-    np.testing.assert_allclose(y.var(axis=axes), 1.0, rtol=1e-8)
+    var = x.var(axis=axes)
+    np.testing.assert_allclose(y.var(axis=axes), var / (var + 1e-5), rtol=1e-10)  # 1 up to eps
 
 
 @given(shape=shapes, seed=seeds)
