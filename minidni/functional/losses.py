@@ -6,6 +6,9 @@ only at the edges (logging). Everything is computed in the dtype of the logits
 
 - ``softmax_cross_entropy(logits, labels)``: logits (N, K), integer labels (N,) in
   ``[0, K)``; mean over the batch of ``-log softmax(logits)[label]`` (natural log).
+  Label *values* are not range-checked here (that would need a host sync): a
+  label >= K raises the backend's IndexError and a negative one wraps around,
+  so check labels where the data are loaded.
 - ``sigmoid_cross_entropy(logits, targets)``: logits and targets (N, ...) with
   targets in [0, 1]; mean over the batch of each example's *sum* over outputs of
   the binary cross-entropy ``-t log s - (1 - t) log(1 - s)``, ``s = sigmoid(logits)``.
