@@ -13,6 +13,7 @@ from minidni import models
 from minidni.cli import TrainingDiverged
 from minidni.dni.feedforward import FeedForwardTrainer, Module, build_trainer, raise_if_diverged
 from minidni.dni.synthesizers import conv_synthesizer, mlp_regressor, mlp_synthesizer
+from minidni.experiments.feedforward import Dataset, main_cifar10, main_mnist
 from minidni.functional.losses import softmax_cross_entropy
 from minidni.gradcheck import GradientCheckError, adjoint_check
 from minidni.layers import Conv2d
@@ -326,3 +327,70 @@ def test_bad_arguments_are_clear_errors():
         trainer("bprop", unlock_forward=True)
     with pytest.raises(ValueError, match="warmup"):
         mlp_regressor(3, 2, warmup=-1, rng=np.random.default_rng(0))
+
+
+# ---------------------------------------------------------------- command line
+def tiny_dataset(seed=0, n_train=96, n_test=40, shape=(28, 28)):
+    """Images in [0, 1] whose label is readable from the mean brightness of a few pixels (learnable)."""
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        y = rng.integers(0, 10, n)
+        x = rng.random((n, *shape)).astype(np.float32) * 0.3
+        x.reshape(n, -1)[:, :10] += (y[:, None] == np.arange(10)) * 0.7
+        return x, y
+
+    return Dataset(*split(n_train), *split(n_test))
+
+
+@pytest.mark.parametrize("method, extra", [("cdni", ["--warmup", "2"]), ("bprop", ["--no-log-sg"]),
+                                           ("dni", ["--unlock", "forward", "--sg-width", "8"])])
+def test_cli_writes_summary_and_figures(tmp_path, method, extra):
+    out = tmp_path / method
+    argv = ["--method", method, "--layers", "2", "--steps", "6", "--batch", "16", "--lr", "1e-3",
+            "--eval-every", "3", "--log-every", "2", "--no-progress", "--out", str(out), *extra]
+    assert main_mnist(argv, load=lambda data_dir: tiny_dataset()) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("test_error_percent", "steps", "wall_seconds", "steps_per_second", "backend", "options"):
+        assert key in summary
+    assert summary["steps"] == 6 and summary["options"]["method"] == method and summary["backend"] == "numpy"
+    assert [e["step"] for e in summary["curves"]["evals"]] == [0, 3, 6]
+    assert (out / "learning_curve.png").stat().st_size > 0
+    assert (out / "sg_diagnostics.png").exists() == (method != "bprop")
+    if method == "cdni":
+        assert set(summary["curves"]["logs"][-1]["cosine"]) == {"0"}
+
+
+def test_cli_cnn_on_cifar_shaped_data(tmp_path):
+    argv = ["--model", "cnn", "--layers", "2", "--method", "cdni", "--sg-width", "4", "--steps", "2", "--batch", "4",
+            "--eval-every", "2", "--log-every", "1", "--no-progress", "--out", str(tmp_path)]
+    load = lambda data_dir: tiny_dataset(n_train=8, n_test=4, shape=(3, 32, 32))  # noqa: E731
+    assert main_cifar10(argv, load=load) == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["model"] == "cnn"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sg-hidden", "3"], "--sg-hidden"),
+    (["--p-update", "1.5"], "not a probability"),
+    (["--method", "bprop", "--unlock", "forward"], "--unlock forward needs --method dni or cdni"),
+    (["--model", "cnn", "--unlock", "forward"], "fcn only"),
+    (["--layers", "1"], "--layers 2 or more"),
+    (["--lr-decay-steps", "5", "3"], "strictly increasing"),
+    (["--batch", "1000", "--steps", "1"], "larger than the training set"),
+    (["--backend", "tpu"], "invalid choice"),
+])
+def test_cli_bad_options_are_one_line_errors(tmp_path, capsys, argv, message):
+    code = main_mnist([*argv, "--no-progress", "--out", str(tmp_path)], load=lambda data_dir: tiny_dataset())
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_cli_reports_divergence_in_one_line(tmp_path, capsys):
+    argv = ["--method", "dni", "--layers", "2", "--steps", "4", "--batch", "16", "--lr", "1e30", "--sg-lr", "1e30",
+            "--log-every", "1", "--no-progress", "--out", str(tmp_path)]
+    with np.errstate(all="ignore"):
+        assert main_mnist(argv, load=lambda data_dir: tiny_dataset()) == 2
+    err = capsys.readouterr().err.strip()
+    assert "diverged" in err or "training loss" in err
+    assert len(err.splitlines()) == 1

@@ -1,0 +1,316 @@
+"""``python -m minidni.run mnist|cifar10``: feed-forward nets trained by bprop, no-bprop, DNI or cDNI (Table 1).
+
+    python -m minidni.run mnist --model fcn --layers 3 --method cdni --steps 5000 --lr 3e-4 --out runs/m3
+    python -m minidni.run cifar10 --model cnn --layers 3 --method dni --backend cupy
+
+The defaults are the paper's setting (Adam, batch 256, lr 3e-5 divided by 10 at
+300k and 400k steps, 500k steps; DNI's SG two hidden layers of 1024 units for
+the FCN and 128 5x5 filters for the CNN, cDNI's linear), which takes hours to
+days on a CPU: pass ``--steps`` and a larger ``--lr`` for a budget run.
+
+Writes into ``--out``: ``summary.json`` (final test error, steps, wall time,
+steps/s, backend, every option, the curves), ``learning_curve.png`` (test
+error vs steps) and, for dni/cdni with ``--log-sg``, ``sg_diagnostics.png``
+(cosine between each synthetic gradient and the true gradient, and each
+synthesizer's regression loss, vs steps). The true gradient is computed by a
+separate diagnostic pass every ``--log-every`` steps and never used to train.
+
+Code layout, for reuse (``table1`` calls these directly): :func:`make_parser`
+builds the options, :func:`load_dataset` reads the data, :func:`run` trains and
+writes the outputs from parsed options and a :class:`Dataset`. Running on
+several workers (``--workers``/``--ray-address``, Ray) is a separate
+executor for :func:`run`'s training loop; it is added by the distributed
+module, not here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from minidni import backend, models
+from minidni.cli import UsageError, add_common_args, make_parser as _make_parser
+from minidni.cli import positive_float, positive_int, probability, run_command
+from minidni.dni.feedforward import METHODS, build_trainer, error_percent, raise_if_diverged
+from minidni.io import save_figure, write_json
+from minidni.optim import StepDecay
+
+__all__ = ["Dataset", "main_mnist", "main_cifar10", "make_parser", "load_dataset", "run"]
+
+DATASETS = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+DRIFT_RATIO = 10.0  # warn when a synthetic gradient is this many times larger than the true one
+
+
+class Dataset(NamedTuple):
+    """Host arrays: images (N, C, H, W) or (N, C*H*W) scaled to [0, 1], labels (N,) int in [0, 10)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def _nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a non-negative integer (accepted: 0 or more)")
+    return value
+
+
+def make_parser(dataset: str) -> argparse.ArgumentParser:
+    """The options of ``python -m minidni.run <dataset>``."""
+    p = _make_parser(f"python -m minidni.run {dataset}",
+                     f"Train a feed-forward net on {dataset} with backprop, without it, or with (c)DNI.")
+    p.add_argument("--model", choices=models.MODELS, default="fcn", help="network (paper's FCN or CNN)")
+    p.add_argument("--layers", type=positive_int, default=3, help="hidden layers = modules (paper: 3-6 FCN, 3-4 CNN)")
+    p.add_argument("--method", choices=METHODS, default="dni", help="training method")
+    p.add_argument("--sg-hidden", type=int, choices=(0, 1, 2), default=None,
+                   help="hidden layers of each synthesizer, 0 = linear (default: 2 for dni, 0 for cdni)")
+    p.add_argument("--sg-width", type=positive_int, default=None,
+                   help="units (FCN) or 5x5 filters (CNN) per synthesizer hidden layer (default 1024 / 128)")
+    p.add_argument("--sg-bn", action=argparse.BooleanOptionalAction, default=True,
+                   help="batch-norm in the synthesizers' hidden layers")
+    p.add_argument("--sg-lr", type=positive_float, default=None, help="synthesizers' Adam lr (default: --lr)")
+    p.add_argument("--p-update", type=probability, default=1.0,
+                   help="probability that each module runs its backward and update in a step")
+    p.add_argument("--unlock", choices=("forward",), default=None,
+                   help="'forward': complete unlock, each module also trains on inputs predicted from the image")
+    p.add_argument("--warmup", type=_nonnegative_int, default=0, help="synthesizer fits before its output is used (>= 0)")
+    p.add_argument("--steps", type=positive_int, default=500_000, help="training steps (paper: 500k)")
+    p.add_argument("--batch", type=positive_int, default=256, help="minibatch size")
+    p.add_argument("--lr", type=positive_float, default=3e-5, help="Adam learning rate of the modules")
+    p.add_argument("--lr-decay-steps", type=positive_int, nargs="*", default=[300_000, 400_000],
+                   help="steps at which every lr is divided by 10 (none: no decay)")
+    p.add_argument("--eval-every", type=positive_int, default=1000, help="steps between test-set evaluations")
+    p.add_argument("--log-every", type=positive_int, default=100,
+                   help="steps between logged losses, divergence checks and SG diagnostics")
+    p.add_argument("--log-sg", action=argparse.BooleanOptionalAction, default=True,
+                   help="log cos(synthetic, true gradient) per synthesizer (a diagnostic backprop pass)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
+    add_common_args(p, default_out=f"runs/{dataset}")
+    return p
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Cross-option checks argparse cannot express; raise UsageError naming the option."""
+    if args.unlock and args.method not in ("dni", "cdni"):
+        raise UsageError(f"--unlock forward needs --method dni or cdni, got --method {args.method}")
+    if args.unlock and args.model != "fcn":
+        raise UsageError("--unlock forward is implemented for --model fcn only (its synthetic-input models are MLPs)")
+    if args.method in ("dni", "cdni") and args.layers < 2:
+        raise UsageError(f"--method {args.method} needs --layers 2 or more (a synthesizer sits between two modules)")
+    decay = args.lr_decay_steps
+    if any(a >= b for a, b in zip(decay, decay[1:])):
+        raise UsageError(f"--lr-decay-steps must be strictly increasing, got {decay}")
+
+
+def _load_mnist(data_dir: Path | None) -> Dataset:
+    from minidni.data.mnist import load_mnist  # noqa: PLC0415  (the data package is needed only here)
+
+    return Dataset(*load_mnist(data_dir))
+
+
+def _load_cifar10(data_dir: Path | None) -> Dataset:
+    from minidni.data.cifar10 import load_cifar10  # noqa: PLC0415
+
+    return Dataset(*load_cifar10(data_dir))
+
+
+LOADERS: dict[str, Callable[[Path | None], Dataset]] = {"mnist": _load_mnist, "cifar10": _load_cifar10}
+
+
+def load_dataset(name: str, data_dir: Path | None) -> Dataset:
+    """The dataset ``name`` ("mnist" or "cifar10") from ``data_dir`` (DataError if missing)."""
+    return LOADERS[name](data_dir)
+
+
+def _model(args: argparse.Namespace, image_shape: tuple, rng: np.random.Generator):
+    """(nets, per-example input shape) for the chosen model."""
+    if args.model == "fcn":
+        in_dim = int(np.prod(image_shape))
+        return models.fcn(args.layers, in_dim=in_dim, rng=rng), (in_dim,)
+    return models.cnn(args.layers, in_shape=image_shape, rng=rng), tuple(image_shape)
+
+
+class _Curves:
+    """What is logged during training, as plain lists for summary.json and the figures."""
+
+    def __init__(self):
+        self.evals, self.logs, self.warnings = [], [], []
+
+    def as_dict(self) -> dict:
+        return {"evals": self.evals, "logs": self.logs, "warnings": self.warnings}
+
+
+def run(args: argparse.Namespace, data: Dataset, *, dataset: str = "mnist") -> dict:
+    """Train as ``args`` say on ``data``; write summary.json and figures into ``args.out``; return the summary."""
+    from tqdm import tqdm  # noqa: PLC0415  (only the command line shows a bar)
+
+    _check_options(args)
+    xp = backend.set_backend(args.backend)
+    image_shape = DATASETS[dataset]
+    rng = np.random.default_rng(args.seed)
+    nets, in_shape = _model(args, image_shape, rng)
+    sg_width = args.sg_width or (1024 if args.model == "fcn" else 128)
+    trainer = build_trainer(nets, method=args.method, in_shape=in_shape, lr=args.lr, sg_hidden=args.sg_hidden,
+                            sg_width=sg_width, sg_bn=args.sg_bn, sg_lr=args.sg_lr, warmup=args.warmup,
+                            p_update=args.p_update, unlock_forward=args.unlock == "forward",
+                            seed=args.seed, rng=rng)
+    x_train = backend.to_device(np.asarray(data.x_train, np.float32).reshape(-1, *in_shape))
+    y_train = backend.to_device(np.asarray(data.y_train, np.int64))
+    x_test = backend.to_device(np.asarray(data.x_test, np.float32).reshape(-1, *in_shape))
+    y_test = backend.to_device(np.asarray(data.y_test, np.int64))
+    n_train = x_train.shape[0]
+    if args.batch > n_train:
+        raise UsageError(f"--batch {args.batch} is larger than the training set ({n_train} examples)")
+
+    schedule = StepDecay(args.lr, args.lr_decay_steps)
+    sg_lr = args.sg_lr or args.lr
+    order_rng = np.random.default_rng([args.seed, 1])
+    order, cursor = order_rng.permutation(n_train), 0
+    curves = _Curves()
+    uses_sg = args.method in ("dni", "cdni")
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def evaluate(step: int, train_seconds: float) -> float:
+        err = error_percent(trainer.modules, x_test, y_test)
+        curves.evals.append({"step": step, "test_error_percent": err, "train_seconds": train_seconds})
+        return err
+
+    start = time.perf_counter()
+    train_seconds, err, last_log = 0.0, evaluate(0, 0.0), None
+    bar = tqdm(total=args.steps, unit="step", disable=not args.progress, mininterval=1.0, dynamic_ncols=True)
+    for step in range(1, args.steps + 1):
+        t0 = time.perf_counter()
+        if cursor + args.batch > n_train:  # a new epoch: reshuffle
+            order, cursor = order_rng.permutation(n_train), 0
+        idx = backend.to_device(order[cursor:cursor + args.batch])
+        cursor += args.batch
+        lr = schedule(step - 1)
+        trainer.set_lr(lr, sg_lr * lr / args.lr)
+        logging = step % args.log_every == 0 or step == args.steps
+        result = trainer.step(x_train[idx], y_train[idx], diagnose=logging and args.log_sg and uses_sg)
+        if logging:
+            host = result.to_host()  # the only host sync of a training step
+            raise_if_diverged(host, step)
+            last_log = {"step": step, **{k: host[k] for k in ("loss", "sg_loss", "input_loss", "cosine", "norm_ratio")}}
+            curves.logs.append(last_log)
+            for i, ratio in host["norm_ratio"].items():
+                if ratio > DRIFT_RATIO:
+                    msg = (f"warning: step {step}: the synthetic gradient after module {i} is {ratio:.1f}x the true "
+                           f"gradient (cos {host['cosine'][i]:.2f}); it may be diverging (try a smaller --sg-lr)")
+                    curves.warnings.append(msg)
+                    bar.write(msg)
+        backend.synchronize(xp)
+        train_seconds += time.perf_counter() - t0
+        if step % args.eval_every == 0 or step == args.steps:
+            err = evaluate(step, train_seconds)
+        bar.update(1)
+        if logging:
+            bar.set_postfix(loss=f"{last_log['loss']:.3f}", test_err=f"{err:.2f}%",
+                            steps_s=f"{step / max(train_seconds, 1e-9):.1f}", refresh=False)
+    bar.close()
+    wall = time.perf_counter() - start
+
+    summary = {
+        "dataset": dataset, "model": args.model, "layers": args.layers, "method": args.method,
+        "test_error_percent": err, "steps": args.steps, "wall_seconds": wall, "train_seconds": train_seconds,
+        "steps_per_second": args.steps / train_seconds, "backend": args.backend,
+        "sg_width": sg_width if uses_sg else None,
+        "sg_hidden": ((2 if args.method == "dni" else 0) if args.sg_hidden is None else args.sg_hidden)
+        if uses_sg else None,
+        "options": vars(args), "curves": curves.as_dict(),
+    }
+    write_json(args.out / "summary.json", summary)
+    _plot_learning_curve(curves, summary, args.out / "learning_curve.png")
+    if uses_sg and args.log_sg:
+        _plot_sg(curves, summary, args.out / "sg_diagnostics.png")
+    return summary
+
+
+def _title(summary: dict) -> str:
+    return f"{summary['dataset']} {summary['model'].upper()}-{summary['layers']} {summary['method']}"
+
+
+def _plot_learning_curve(curves: _Curves, summary: dict, path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([e["step"] for e in curves.evals], [e["test_error_percent"] for e in curves.evals], marker=".",
+            label=f"{summary['method']} (final {summary['test_error_percent']:.2f} %)")
+    ax.set_xlabel("training step (minibatches)")
+    ax.set_ylabel("test error (%)")
+    ax.set_yscale("log")
+    ax.set_title(f"{_title(summary)}: test error")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def _plot_sg(curves: _Curves, summary: dict, path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, (ax_cos, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    modules = sorted({i for log in curves.logs for i in log["cosine"]})
+    for i in modules:
+        pts = [(log["step"], log["cosine"][i]) for log in curves.logs if i in log["cosine"]]
+        ax_cos.plot(*zip(*pts), label=f"SG after module {i}")
+        pts = [(log["step"], log["sg_loss"][i]) for log in curves.logs if i in log["sg_loss"]]
+        if pts:
+            ax_loss.plot(*zip(*pts), label=f"SG after module {i}")
+    ax_cos.set_xlabel("training step (minibatches)")
+    ax_cos.set_ylabel("cos(synthetic, true gradient)")
+    ax_cos.set_ylim(-0.2, 1.0)
+    ax_cos.set_title(f"{_title(summary)}: SG alignment")
+    ax_loss.set_xlabel("training step (minibatches)")
+    ax_loss.set_ylabel("regression loss (per-example units)")
+    ax_loss.set_yscale("log")
+    ax_loss.set_title("synthesizer regression loss")
+    for ax in (ax_cos, ax_loss):
+        ax.grid(True, alpha=0.3)
+        if modules:
+            ax.legend()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def _main(dataset: str, argv: Sequence[str] | None, load: Callable[[Path | None], Dataset] | None) -> int:
+    parser = make_parser(dataset)
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # --help, or a bad option already reported in one line
+        return int(exc.code or 0)
+
+    def body() -> int:
+        _check_options(args)
+        data = (load or LOADERS[dataset])(args.data_dir)
+        s = run(args, data, dataset=dataset)
+        print(f"{parser.prog}: {s['method']} {s['model']}-{s['layers']}: test error {s['test_error_percent']:.2f} % "
+              f"after {s['steps']} steps ({s['steps_per_second']:.1f} steps/s, {s['wall_seconds']:.0f} s wall); "
+              f"summary in {args.out / 'summary.json'}")
+        return 0
+
+    return run_command(parser.prog, body)
+
+
+def main_mnist(argv: Sequence[str] | None = None, *, load: Callable[[Path | None], Dataset] | None = None) -> int:
+    """``python -m minidni.run mnist``; ``load(data_dir) -> Dataset`` replaces the MNIST reader (tests)."""
+    return _main("mnist", argv, load)
+
+
+def main_cifar10(argv: Sequence[str] | None = None, *, load: Callable[[Path | None], Dataset] | None = None) -> int:
+    """``python -m minidni.run cifar10``; ``load(data_dir) -> Dataset`` replaces the CIFAR-10 reader (tests)."""
+    return _main("cifar10", argv, load)
