@@ -394,3 +394,16 @@ def test_cli_reports_divergence_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "diverged" in err or "training loss" in err
     assert len(err.splitlines()) == 1
+
+
+def test_bench_reports_flops_and_ratios(tmp_path, capsys):
+    from minidni.bench.feedforward import main as bench
+
+    out = tmp_path / "bench.json"
+    assert bench(["--layers", "2", "--batch", "4", "--rounds", "2", "--steps", "1", "--sg-width", "8",
+                  "--methods", "bprop", "dni", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["methods"]
+    assert rows["bprop"]["synthesizer_flops"] == 0 and rows["bprop"]["time_ratio"] == 1.0
+    # dni: one SG 256 -> 8 -> 8 -> 256 on a batch of 4, 6 N D M per Linear
+    assert rows["dni"]["synthesizer_flops"] == 6 * 4 * (256 * 8 + 8 * 8 + 8 * 256)
+    assert rows["dni"]["model_flops"] == 6 * 4 * (784 * 256 + 256 * 256 + 256 * 10)
