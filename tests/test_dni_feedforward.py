@@ -407,3 +407,21 @@ def test_bench_reports_flops_and_ratios(tmp_path, capsys):
     # dni: one SG 256 -> 8 -> 8 -> 256 on a batch of 4, 6 N D M per Linear
     assert rows["dni"]["synthesizer_flops"] == 6 * 4 * (256 * 8 + 8 * 8 + 8 * 256)
     assert rows["dni"]["model_flops"] == 6 * 4 * (784 * 256 + 256 * 256 + 256 * 10)
+
+
+def test_table1_and_sweep_write_tables_and_figures(tmp_path, monkeypatch, capsys):
+    from minidni.experiments import table1
+
+    monkeypatch.setattr(table1, "load_dataset", lambda name, data_dir: tiny_dataset())
+    common = ["--steps", "2", "--batch", "16", "--eval-every", "1", "--log-every", "1", "--sg-width", "4",
+              "--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "fig")]
+    assert table1.main(["--layers", "3", "--methods", "bprop", "cdni", *common]) == 0
+    table = (tmp_path / "fig" / "table1_mnist.md").read_text()
+    assert "| 3 | cdni |" in table and "| 2.2 |" in table and "500k" in table  # the paper's cDNI number beside ours
+    assert (tmp_path / "fig" / "table1_mnist.png").stat().st_size > 0
+    capsys.readouterr()
+    assert table1.main(["--layers", "3", "--methods", "bprop", "cdni", "--resume", *common]) == 0
+    assert capsys.readouterr().err.count("reusing") == 2
+    assert table1.main(["--sweep", "p-update", "--sweep-methods", "cdni", "--p-values", "1", "0.5", *common]) == 0
+    sweep = json.loads((tmp_path / "fig" / "p_update_sweep.json").read_text())
+    assert set(sweep["ours"]["cdni"]) == {"1.0", "0.5"} and (tmp_path / "fig" / "p_update_sweep.png").exists()
