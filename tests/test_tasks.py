@@ -193,6 +193,26 @@ def test_scorer_sums_episodes_across_windows():
         scorer.update(bits2[:, :1], end2[:, :1], lvl[:, :1])
 
 
+@given(seed=st.integers(0, 2**31), batch=st.integers(1, 6), split=st.integers(1, 7))
+def test_scorer_matches_a_direct_sum_over_each_episode(seed, batch, split):
+    rng = np.random.default_rng(seed)
+    stream = CopyTaskStream(Curriculum("copy", start_length=2), batch, rng=rng)
+    w = stream.next_window(30)
+    bits = rng.random((30, batch)) * w.mask
+    scorer = EpisodeScorer(batch)
+    got = []
+    for start in range(0, 30, split):
+        sl = slice(start, start + split)
+        got += scorer.update(bits[sl], w.episode_end[sl], w.level[sl])
+    want = []
+    for t, b in zip(*np.nonzero(w.episode_end)):
+        previous = np.flatnonzero(w.episode_end[:t, b])
+        first = previous[-1] + 1 if previous.size else 0
+        want.append((bits[first:t + 1, b].sum(), 0, b))
+    assert [(e.level, e.row) for e in got] == [(lv, b) for _, lv, b in want]
+    np.testing.assert_allclose([e.bits for e in got], [x for x, _, _ in want], rtol=1e-12, atol=1e-12)
+
+
 # -- curriculum -----------------------------------------------------------------------------
 def test_curriculum_grows_below_threshold_only():
     cur = Curriculum("copy", window=3, threshold=0.15)

@@ -61,28 +61,49 @@ REPEAT_CHANNEL = 9    # input: normalised repeat count
 END_CHANNEL = 8       # output: end marker
 
 
+_MASK_COL = IN_CHANNELS + OUT_CHANNELS   # columns of an episode table: x | target | mask | end | level
+_END_COL = _MASK_COL + 1
+_LEVEL_COL = _MASK_COL + 2
+_WIDTH = _MASK_COL + 3
+
+
+def _episode_table(v: np.ndarray, repeats: int | None, max_repeats: int) -> np.ndarray:
+    """All channels of one episode as an (L, 22) float32 table (level column left 0).
+
+    v: (N, 8) of 0/1; ``repeats=None`` is Copy (no repeat-count step, one output pass).
+    """
+    n = len(v)
+    gap, r = (1, 1) if repeats is None else (2, repeats)    # stop flag (+ repeat-count step)
+    length = n + gap + r * n + 1
+    table = np.zeros((length, _WIDTH), np.float32)
+    table[:n, :NUM_BITS] = v
+    table[n, STOP_CHANNEL] = 1.0
+    if repeats is not None:
+        table[n + 1, REPEAT_CHANNEL] = repeats / max_repeats
+    table[n + gap:length - 1, IN_CHANNELS:IN_CHANNELS + NUM_BITS] = np.tile(v, (r, 1))
+    table[length - 1, IN_CHANNELS + END_CHANNEL] = 1.0
+    table[n + gap:, _MASK_COL] = 1.0
+    table[length - 1, _END_COL] = 1.0
+    return table
+
+
 def _check_vectors(vectors: Any) -> np.ndarray:
     v = np.asarray(vectors)
     if v.ndim != 2 or v.shape[1] != NUM_BITS or v.shape[0] < 1:
         raise ValueError(f"vectors must have shape (N >= 1, {NUM_BITS}), got {v.shape}")
     if not np.isin(v, (0, 1)).all():
         raise ValueError("vectors must hold only 0 and 1")
-    return v.astype(np.float32)
+    return v
+
+
+def _split(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (table[:, :IN_CHANNELS].copy(), table[:, IN_CHANNELS:_MASK_COL].copy(),
+            table[:, _MASK_COL].copy())
 
 
 def copy_episode(vectors: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One Copy episode: ``vectors`` (N, 8) of 0/1 -> x (2N+2, 10), target (2N+2, 9), mask (2N+2,)."""
-    v = _check_vectors(vectors)
-    n = v.shape[0]
-    x = np.zeros((2 * n + 2, IN_CHANNELS), np.float32)
-    y = np.zeros((2 * n + 2, OUT_CHANNELS), np.float32)
-    m = np.zeros(2 * n + 2, np.float32)
-    x[:n, :NUM_BITS] = v
-    x[n, STOP_CHANNEL] = 1.0
-    y[n + 1:2 * n + 1, :NUM_BITS] = v
-    y[2 * n + 1, END_CHANNEL] = 1.0
-    m[n + 1:] = 1.0
-    return x, y, m
+    return _split(_episode_table(_check_vectors(vectors), None, 1))
 
 
 def repeat_copy_episode(vectors: Any, repeats: int, max_repeats: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,18 +115,7 @@ def repeat_copy_episode(vectors: Any, repeats: int, max_repeats: int) -> tuple[n
     v = _check_vectors(vectors)
     if not 1 <= repeats <= max_repeats:
         raise ValueError(f"repeats={repeats} is outside 1..max_repeats={max_repeats}")
-    n = v.shape[0]
-    length = n * (repeats + 1) + 3
-    x = np.zeros((length, IN_CHANNELS), np.float32)
-    y = np.zeros((length, OUT_CHANNELS), np.float32)
-    m = np.zeros(length, np.float32)
-    x[:n, :NUM_BITS] = v
-    x[n, STOP_CHANNEL] = 1.0
-    x[n + 1, REPEAT_CHANNEL] = repeats / max_repeats
-    y[n + 2:length - 1, :NUM_BITS] = np.tile(v, (repeats, 1))
-    y[length - 1, END_CHANNEL] = 1.0
-    m[n + 2:] = 1.0
-    return x, y, m
+    return _split(_episode_table(v, repeats, max_repeats))
 
 
 class CopyWindow(NamedTuple):
@@ -118,44 +128,44 @@ class CopyWindow(NamedTuple):
 
 
 class _Row:
-    """One batch row's current segment: an episode, or the initial idle steps (stagger)."""
+    """One batch row's current segment: an episode, or the initial idle steps (stagger).
+
+    ``table`` (L, 22) float32 holds the segment's steps as x (10) | target (9) | mask |
+    episode_end | level, so filling a window costs one slice copy per segment.
+    ``vectors`` (N, 8) uint8 are the current episode's inputs.
+    """
 
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng = rng
-        self.vectors: list[list[int]] = []
+        self.vectors = np.zeros((0, NUM_BITS), np.uint8)
         self.repeats = 1
         self.level = 0
         self.idle = 0          # > 0: the segment is `idle` blank steps, not an episode
         self.pos = 0
-        self.arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.table = np.zeros((0, _WIDTH), np.float32)
 
     def build(self, cur: Curriculum) -> None:
         if self.idle:
-            self.arrays = (np.zeros((self.idle, IN_CHANNELS), np.float32),
-                           np.zeros((self.idle, OUT_CHANNELS), np.float32),
-                           np.zeros(self.idle, np.float32))
-        elif cur.task == "copy":
-            self.arrays = copy_episode(self.vectors)
+            self.table = np.zeros((self.idle, _WIDTH), np.float32)
         else:
-            self.arrays = repeat_copy_episode(self.vectors, self.repeats, cur.max_repeats)
+            repeats = None if cur.task == "copy" else self.repeats
+            self.table = _episode_table(self.vectors, repeats, cur.max_repeats)
+        self.table[:, _LEVEL_COL] = self.level
 
     def start_episode(self, cur: Curriculum) -> None:
         n, r = cur.lengths()
         self.level, self.repeats, self.idle, self.pos = cur.level, r, 0, 0
-        self.vectors = self.rng.integers(0, 2, size=(n, NUM_BITS)).tolist()
+        self.vectors = self.rng.integers(0, 2, size=(n, NUM_BITS), dtype=np.uint8)
         self.build(cur)
 
-    @property
-    def length(self) -> int:
-        return len(self.arrays[2])
-
     def state(self) -> dict[str, Any]:
-        return {"rng": self.rng.bit_generator.state, "vectors": self.vectors, "repeats": self.repeats,
+        return {"rng": self.rng.bit_generator.state, "vectors": self.vectors.tolist(), "repeats": self.repeats,
                 "level": self.level, "idle": self.idle, "pos": self.pos}
 
     def load(self, state: dict[str, Any], cur: Curriculum) -> None:
         self.rng.bit_generator.state = state["rng"]
-        self.vectors, self.repeats = state["vectors"], state["repeats"]
+        self.vectors = np.asarray(state["vectors"], np.uint8).reshape(-1, NUM_BITS)
+        self.repeats = state["repeats"]
         self.level, self.idle, self.pos = state["level"], state["idle"], state["pos"]
         self.build(cur)
 
@@ -191,28 +201,20 @@ class CopyTaskStream:
         """The next T steps of every row (continuing where the previous window stopped)."""
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
             raise ValueError(f"window length T={T!r} is not a positive integer")
-        B = self.batch_size
-        x = np.zeros((T, B, IN_CHANNELS), np.float32)
-        y = np.zeros((T, B, OUT_CHANNELS), np.float32)
-        m = np.zeros((T, B), np.float32)
-        end = np.zeros((T, B), bool)
-        level = np.zeros((T, B), np.int64)
+        buf = np.empty((T, self.batch_size, _WIDTH), np.float32)
         for b, row in enumerate(self._rows):
             t = 0
             while t < T:
-                if row.pos == row.length:
+                if row.pos == len(row.table):
                     row.start_episode(self.curriculum)
-                k = min(T - t, row.length - row.pos)
-                ex, ey, em = row.arrays
-                x[t:t + k, b] = ex[row.pos:row.pos + k]
-                y[t:t + k, b] = ey[row.pos:row.pos + k]
-                m[t:t + k, b] = em[row.pos:row.pos + k]
-                level[t:t + k, b] = row.level
+                k = min(T - t, len(row.table) - row.pos)
+                buf[t:t + k, b] = row.table[row.pos:row.pos + k]
                 row.pos += k
                 t += k
-                if row.pos == row.length and not row.idle:
-                    end[t - 1, b] = True
-        return CopyWindow(x, y, m, end, level)
+        return CopyWindow(np.ascontiguousarray(buf[..., :IN_CHANNELS]),
+                          np.ascontiguousarray(buf[..., IN_CHANNELS:_MASK_COL]),
+                          np.ascontiguousarray(buf[..., _MASK_COL]), buf[..., _END_COL] == 1.0,
+                          buf[..., _LEVEL_COL].astype(np.int64))
 
     def state_dict(self) -> dict[str, Any]:
         """Every row's generator state and position, as plain values (JSON-ready).
@@ -277,16 +279,22 @@ class EpisodeScorer:
         if bits.shape != end.shape or bits.shape != level.shape or bits.shape[1:] != (self.batch_size,):
             raise ValueError(f"step_bits {bits.shape}, episode_end {end.shape} and level {level.shape} "
                              f"must all be (T, {self.batch_size})")
-        done = []
-        for b in range(self.batch_size):
-            start = 0
-            for t in np.flatnonzero(end[:, b]):
-                total = self._partial[b] + bits[start:t + 1, b].sum()
-                done.append((t, b, CompletedEpisode(float(total), int(level[t, b]), b)))
-                self._partial[b] = 0.0
-                start = t + 1
-            self._partial[b] += bits[start:, b].sum()
-        return [ep for _, _, ep in sorted(done, key=lambda item: item[:2])]
+        cum = np.cumsum(bits, axis=0)                  # (T, B) running sums within the window
+        rows, steps = np.nonzero(end.T)                # ends ordered by row, then step
+        same_row = np.zeros(len(rows), bool)
+        same_row[1:] = rows[1:] == rows[:-1]
+        # an episode's total: running sum at its end minus the running sum at the previous end
+        # of the same row, or plus the bits carried from earlier windows for the row's first end
+        before = np.where(same_row, cum[np.roll(steps, 1), rows], -self._partial[rows])
+        totals = cum[steps, rows] - before
+        is_last = np.ones(len(rows), bool)
+        is_last[:-1] = ~same_row[1:]
+        last = np.flatnonzero(is_last)                 # each row's last end
+        carry = self._partial + cum[-1]
+        carry[rows[last]] = cum[-1, rows[last]] - cum[steps[last], rows[last]]
+        self._partial = carry
+        order = np.lexsort((rows, steps))              # report by end step, then row
+        return [CompletedEpisode(float(totals[i]), int(level[steps[i], rows[i]]), int(rows[i])) for i in order]
 
     def state_dict(self) -> dict[str, Any]:
         """The bits of the episodes still running, as plain values."""
