@@ -263,7 +263,7 @@ def _plot_sg(curves: _Curves, summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, (ax_cos, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_cos, ax_loss) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     modules = sorted({i for log in curves.logs for i in log["cosine"]})
     for i in modules:
         pts = [(log["step"], log["cosine"][i]) for log in curves.logs if i in log["cosine"]]
