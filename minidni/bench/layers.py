@@ -16,10 +16,13 @@ The reference is the float32 GEMM of the same backend measured in the same run:
 a large square one (1024 x 1024 @ 1024 x 1024, near the BLAS peak) and the
 LSTM-shaped one (N x H @ H x 4H = 256 x 256 @ 256 x 1024, the recurrent GEMM an
 LSTM step cannot batch over time). Each layer's GFLOP/s is reported as a ratio
-of both. Times are the median of ``--repeats`` runs after ``--warmup`` runs,
-read with ``time.perf_counter`` after ``backend.synchronize``. On a shared
-machine the absolute numbers are noisy (the JSON records the load average); the
-ratios, measured side by side, are the meaningful figures.
+of both. Every measurement gets ``--warmup`` untimed calls; then ``--repeats``
+rounds time each GEMM and layer once, interleaved, with ``time.perf_counter``
+after ``backend.synchronize``. Times are medians over rounds (min and max are
+kept too); each ratio is the median of the per-round ratios, so a burst of load
+from other processes hits a layer and its reference alike. On a shared machine
+the absolute numbers are noisy (the JSON records the load average); the ratios,
+measured side by side, are the meaningful figures.
 
 Writes ``--out`` (default figures/bench_layers.json) atomically and prints a table.
 """
@@ -29,7 +32,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -55,18 +57,24 @@ SIZES = {
 }
 
 
-def _median_seconds(fn, xp, repeats: int, warmup: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` untimed runs."""
-    for _ in range(warmup):
-        fn()
+def _interleaved_seconds(fns: dict, xp, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Wall times of every ``fns[name]()``, ``repeats`` rounds of one call each, after ``warmup`` untimed calls.
+
+    Rounds interleave the functions, so a burst of load from other processes
+    slows the layers and their reference GEMMs alike and per-round ratios stay fair.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     backend.synchronize(xp)
-    times = []
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        backend.synchronize(xp)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            backend.synchronize(xp)
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def _linear_case(s: dict, arr) -> dict:
@@ -140,27 +148,35 @@ def _machine_info(xp) -> dict:
 def run(sizes: dict, xp, repeats: int, warmup: int, seed: int) -> dict:
     """Measure every reference GEMM and layer; returns the JSON-ready result."""
     rng = np.random.default_rng(seed)
-    gemms = {}
-    for g in _gemms(sizes, xp, rng):
-        seconds = _median_seconds(g["fn"], xp, repeats, warmup)
-        gemms[g["name"]] = dict(shape=g["shape"], flops=g["flops"], seconds=seconds, gflops=g["flops"] / seconds / 1e9)
+    gemms, cases = _gemms(sizes, xp, rng), _cases(sizes, xp, rng)
+    fns = {g["name"]: g["fn"] for g in gemms}
+    for case in cases:
+        fns[case["name"] + " forward"], fns[case["name"] + " both"] = case["forward"], case["both"]
+    times = {name: np.array(t) for name, t in _interleaved_seconds(fns, xp, repeats, warmup).items()}
+
+    def spread(t):
+        return dict(seconds=float(np.median(t)), seconds_min=float(t.min()), seconds_max=float(t.max()))
+
+    reference = {g["name"]: dict(shape=g["shape"], flops=g["flops"], **spread(times[g["name"]]),
+                                 gflops=g["flops"] / float(np.median(times[g["name"]])) / 1e9) for g in gemms}
     layers = {}
-    for case in _cases(sizes, xp, rng):
-        fwd = _median_seconds(case["forward"], xp, repeats, warmup)
-        both = _median_seconds(case["both"], xp, repeats, warmup)
+    for case in cases:
+        fwd, both = times[case["name"] + " forward"], times[case["name"] + " both"]
         flops = 3 * case["forward_flops"]
-        gflops = flops / both / 1e9
+        ratios = {}
+        for g in gemms:  # per-round ratio (layer GFLOP/s / GEMM GFLOP/s), then the median over rounds
+            ratios[f"ratio_to_{g['name']}"] = float(np.median((flops / both) / (g["flops"] / times[g["name"]])))
         layers[case["name"]] = dict(
             shape=case["shape"], forward_flops=case["forward_flops"], forward_backward_flops=flops,
-            forward_seconds=fwd, forward_backward_seconds=both,
-            forward_gflops=case["forward_flops"] / fwd / 1e9, forward_backward_gflops=gflops,
-            ratio_to_square_gemm=gflops / gemms["square_gemm"]["gflops"],
-            ratio_to_lstm_gemm=gflops / gemms["lstm_gemm"]["gflops"])
+            forward=spread(fwd), forward_backward=spread(both),
+            forward_gflops=case["forward_flops"] / float(np.median(fwd)) / 1e9,
+            forward_backward_gflops=flops / float(np.median(both)) / 1e9, **ratios)
     return dict(backend=backend.backend_name(xp), dtype="float32", repeats=repeats, warmup=warmup, seed=seed,
-                timing="median of repeats after warm-up; time.perf_counter after backend.synchronize",
+                timing="median of interleaved rounds after warm-up; time.perf_counter after backend.synchronize; "
+                       "ratios are medians of per-round ratios",
                 flop_counting="2*M*N*K per GEMM; forward+backward = 3x forward GEMM FLOPs; "
                               "elementwise work not counted",
-                reference_gemms=gemms, layers=layers, machine=_machine_info(xp))
+                reference_gemms=reference, layers=layers, machine=_machine_info(xp))
 
 
 def table(result: dict) -> str:
@@ -172,8 +188,8 @@ def table(result: dict) -> str:
     for name, g in result["reference_gemms"].items():
         lines.append(f"{name:<12} {g['shape']:<38} {g['seconds'] * 1e3:9.2f} {'':>11} {g['gflops']:9.1f}")
     for name, r in result["layers"].items():
-        lines.append(f"{name:<12} {r['shape']:<38} {r['forward_seconds'] * 1e3:9.2f} "
-                     f"{r['forward_backward_seconds'] * 1e3:11.2f} {r['forward_backward_gflops']:9.1f} "
+        lines.append(f"{name:<12} {r['shape']:<38} {r['forward']['seconds'] * 1e3:9.2f} "
+                     f"{r['forward_backward']['seconds'] * 1e3:11.2f} {r['forward_backward_gflops']:9.1f} "
                      f"{r['ratio_to_square_gemm']:8.0%} {r['ratio_to_lstm_gemm']:10.0%}")
     return "\n".join(lines)
 
