@@ -44,6 +44,8 @@ PAPER_MNIST_FCN = {
     6: {"no-bprop": 21.4, "bprop": 1.8, "dni": 4.3, "cdni": 1.6},
 }
 METHODS = ("no-bprop", "bprop", "dni", "cdni")
+COLORS = {"no-bprop": "tab:blue", "bprop": "tab:orange", "dni": "tab:green", "dni, 2x1024 SG": "tab:purple",
+          "cdni": "tab:red"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -173,6 +175,17 @@ def _table(args, data) -> None:
     print("\n".join(lines))
 
 
+def _percent_log_axis(ax) -> None:
+    """A log-scale y axis of percentages with plain tick labels (1, 2, 5, 10, ...)."""
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter  # noqa: PLC0415
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(FixedLocator([0.5, 1, 2, 5, 10, 20, 50, 100]))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.grid(True, which="both", alpha=0.3)
+
+
 def _plot_table(runs: list, args, path: Path) -> None:
     import matplotlib  # noqa: PLC0415
 
@@ -185,13 +198,13 @@ def _plot_table(runs: list, args, path: Path) -> None:
     for ax, L in zip(axes[0], depths):
         for _, m, label, s in (r for r in runs if r[0] == L):
             evals = s["curves"]["evals"][1:]  # step 0 (untrained, ~90 %) would flatten the log scale
-            ax.plot([e["step"] for e in evals], [e["test_error_percent"] for e in evals],
+            ax.plot([e["step"] for e in evals], [e["test_error_percent"] for e in evals], color=COLORS.get(label),
                     label=f"{label}: {s['test_error_percent']:.2f} % (paper {PAPER_MNIST_FCN[L][m]} %)")
-        ax.set_yscale("log")
+        _percent_log_axis(ax)
         ax.set_xlabel("training step (minibatches of 256)")
         ax.set_title(f"MNIST FCN, {L} hidden layers")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, title="final test error", title_fontsize=8)
+        ax.legend(fontsize=8, title="final test error", title_fontsize=8, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.15), ncol=2)
     axes[0][0].set_ylabel("test error (%)")
     fig.suptitle(f"Table 1 at a budget: {args.steps} steps, lr {args.lr:g} (paper: 500k steps, lr 3e-5)", fontsize=10)
     save_figure(fig, path)
@@ -212,28 +225,30 @@ def _sweep(args, data) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.ticker import NullLocator  # noqa: PLC0415
 
     fig, (ax, ax_curve) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     for m, row in results.items():
         ps = sorted(row)
-        ax.plot(ps, [row[p]["test_error_percent"] for p in ps], marker="o", label=m)
-        for p in ps:
+        ax.plot(ps, [row[p]["test_error_percent"] for p in ps], marker="o", color=COLORS[m], label=m)
+        for p, style in zip(sorted(row, reverse=True), ("-", "--", "-.", ":", (0, (1, 3)))):
             evals = row[p]["curves"]["evals"][1:]
-            ax_curve.plot([e["step"] for e in evals], [e["test_error_percent"] for e in evals],
-                          linestyle="-" if m == "cdni" else "--", label=f"{m}, p={p:g}")
+            ax_curve.plot([e["step"] for e in evals], [e["test_error_percent"] for e in evals], color=COLORS[m],
+                          linestyle=style, label=f"{m}, p={p:g}")
     ax.axhline(2.0, color="grey", linestyle=":", label="paper: 2 % at p = 0.2 (500k steps)")
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    ax.set_xticks(sorted(args.p_values), labels=[f"{p:g}" for p in sorted(args.p_values)])
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("p_update (probability a module updates in a step)")
     ax.set_ylabel(f"final test error (%) after {args.steps} steps")
     ax.set_title(f"MNIST FCN-{L}: asynchronous updates")
-    ax_curve.set_yscale("log")
+    for a in (ax, ax_curve):
+        _percent_log_axis(a)
     ax_curve.set_xlabel("training step (minibatches of 256)")
     ax_curve.set_ylabel("test error (%)")
     ax_curve.set_title("learning curves")
-    for a in (ax, ax_curve):
-        a.grid(True, which="both", alpha=0.3)
-        a.legend(fontsize=7)
+    ax.legend(fontsize=7)
+    ax_curve.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     save_figure(fig, args.figures / "p_update_sweep.png")
     plt.close(fig)
     for m, row in results.items():
