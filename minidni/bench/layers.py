@@ -22,7 +22,9 @@ after ``backend.synchronize``. Times are medians over rounds (min and max are
 kept too); each ratio is the median of the per-round ratios, so a burst of load
 from other processes hits a layer and its reference alike. On a shared machine
 the absolute numbers are noisy (the JSON records the load average); the ratios,
-measured side by side, are the meaningful figures.
+measured side by side, are the meaningful figures. On a machine busier than
+its core count, multi-threaded BLAS threads wait on each other and small GEMMs
+collapse; there ``OPENBLAS_NUM_THREADS=1`` gives steadier (single-core) figures.
 
 Writes ``--out`` (default figures/bench_layers.json) atomically and prints a table.
 """
