@@ -362,7 +362,7 @@ def test_cli_writes_summary_and_figures(tmp_path, method, extra):
 
 
 def test_cli_cnn_on_cifar_shaped_data(tmp_path):
-    argv = ["--model", "cnn", "--layers", "2", "--method", "cdni", "--sg-width", "4", "--steps", "2", "--batch", "4",
+    argv = ["--model", "cnn", "--width", "6", "--layers", "2", "--method", "cdni", "--sg-width", "4", "--steps", "2", "--batch", "4",
             "--eval-every", "2", "--log-every", "1", "--no-progress", "--out", str(tmp_path)]
     load = lambda data_dir: tiny_dataset(n_train=8, n_test=4, shape=(3, 32, 32))  # noqa: E731
     assert main_cifar10(argv, load=load) == 0
@@ -415,13 +415,13 @@ def test_table1_and_sweep_write_tables_and_figures(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(table1, "load_dataset", lambda name, data_dir: tiny_dataset())
     common = ["--steps", "2", "--batch", "16", "--eval-every", "1", "--log-every", "1", "--sg-width", "4",
               "--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "fig")]
-    assert table1.main(["--layers", "3", "--methods", "bprop", "cdni", *common]) == 0
+    assert table1.main(["--layers", "3", "--methods", "cdni", *common]) == 0
     table = (tmp_path / "fig" / "table1_mnist.md").read_text()
     assert "| 3 | cdni |" in table and "| 2.2 |" in table and "500k" in table  # the paper's cDNI number beside ours
     assert (tmp_path / "fig" / "table1_mnist.png").stat().st_size > 0
     capsys.readouterr()
-    assert table1.main(["--layers", "3", "--methods", "bprop", "cdni", "--resume", *common]) == 0
-    assert capsys.readouterr().err.count("reusing") == 2
+    assert table1.main(["--layers", "3", "--methods", "cdni", "--resume", *common]) == 0
+    assert capsys.readouterr().err.count("reusing") == 1
     assert table1.main(["--sweep", "p-update", "--sweep-methods", "cdni", "--p-values", "1", "0.5", *common]) == 0
     sweep = json.loads((tmp_path / "fig" / "p_update_sweep.json").read_text())
     assert set(sweep["ours"]["cdni"]) == {"1.0", "0.5"} and (tmp_path / "fig" / "p_update_sweep.png").exists()

@@ -69,6 +69,8 @@ def make_parser(dataset: str) -> argparse.ArgumentParser:
                      f"Train a feed-forward net on {dataset} with backprop, without it, or with (c)DNI.")
     p.add_argument("--model", choices=models.MODELS, default="fcn", help="network (paper's FCN or CNN)")
     p.add_argument("--layers", type=positive_int, default=3, help="hidden layers = modules (paper: 3-6 FCN, 3-4 CNN)")
+    p.add_argument("--width", type=positive_int, default=None,
+                   help="units per FCN layer / filters per CNN layer (default: the paper's 256 / 128)")
     p.add_argument("--method", choices=METHODS, default="dni", help="training method")
     p.add_argument("--sg-hidden", type=int, choices=(0, 1, 2), default=None,
                    help="hidden layers of each synthesizer, 0 = linear (default: 2 for dni, 0 for cdni)")
@@ -134,8 +136,8 @@ def _model(args: argparse.Namespace, image_shape: tuple, rng: np.random.Generato
     """(nets, per-example input shape) for the chosen model."""
     if args.model == "fcn":
         in_dim = int(np.prod(image_shape))
-        return models.fcn(args.layers, in_dim=in_dim, rng=rng), (in_dim,)
-    return models.cnn(args.layers, in_shape=image_shape, rng=rng), tuple(image_shape)
+        return models.fcn(args.layers, in_dim=in_dim, width=args.width or 256, rng=rng), (in_dim,)
+    return models.cnn(args.layers, in_shape=image_shape, filters=args.width or 128, rng=rng), tuple(image_shape)
 
 
 class _Curves:
