@@ -1,0 +1,618 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 2. Decoupling: synthetic gradients and how they learn
+#
+# **Goal.** Notebook 1 showed that under backprop the bottom module cannot update until the
+# whole network has run forward and backward. A *decoupled neural interface* (DNI) puts a small
+# model, the *synthesizer* (SG), on a module's output and lets it predict the gradient that will
+# eventually arrive there. In this notebook we
+#
+# 1. derive the update a module makes from a synthetic gradient and check it numerically,
+# 2. derive the gradient of the synthesizer's own L2 regression loss and check it numerically,
+# 3. see why the synthesizer's last layer starts at zero (weights *and* bias),
+# 4. compare one DNI, every-layer DNI and cDNI (label-conditioned) with backprop on MNIST,
+#    watching how well the synthetic gradients point in the true gradient's direction, and
+# 5. update modules *asynchronously*, each with probability $p_\text{update}$ per step.
+#
+# `MINIDNI_FAST=1` shrinks sizes and steps (same code), as in the test suite.
+
+# %%
+import os
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+from minidni import models
+from minidni.data import DataError, load_mnist
+from minidni.dni import FeedForwardTrainer, Module, build_trainer, mlp_synthesizer
+from minidni.dni.feedforward import error_percent, raise_if_diverged
+from minidni.functional import softmax_cross_entropy
+from minidni.gradcheck import adjoint_check, elementwise_check
+from minidni.io import save_figure
+from minidni.layers import Sequential
+
+FAST = os.environ.get("MINIDNI_FAST") == "1"
+ROOT = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "minidni" / "__init__.py").exists())
+print(f"fast mode: {FAST}; repository: {ROOT}")
+
+
+def show(fig, name):
+    """Display a figure; in full mode also save it as figures/notebook_02_<name>.png."""
+    if not FAST:
+        save_figure(fig, ROOT / "figures" / f"notebook_02_{name}.png")
+    plt.show()
+
+
+def plain_log_axis(axis):
+    """Label a log-scaled axis with plain numbers (2, 5, 10) instead of powers of ten."""
+    axis.set_major_formatter(FormatStrFormatter("%g"))
+    axis.set_minor_formatter(FormatStrFormatter("%g"))
+
+
+# %% [markdown]
+# ## 1. Notation and shapes
+#
+# A network is a stack of modules $h_i = f_i(h_{i-1}; \theta_i)$, $i = 1, \dots, n$, with
+# $h_0 = x \in \mathbb{R}^{N \times 784}$ (a minibatch of $N$ images) and the top module ending
+# in the logits that meet the loss $L$ (mean softmax cross-entropy over the batch). Every hidden
+# module is Linear → BatchNorm → ReLU, so $h_i \in \mathbb{R}^{N\times H}$.
+#
+# The true gradient at a module's output is $\delta_i = \partial L/\partial h_i$ ($N\times H$).
+# The synthesizer $S_i$ on $h_i$ predicts it: $\hat\delta_i = S_i(h_i)$, or
+# $\hat\delta_i = S_i(h_i, y)$ for cDNI, where it also sees the one-hot labels
+# $Y \in \{0,1\}^{N\times K}$. (The paper calls the model on $h_i$ $M_{i+1}$, after the module
+# whose gradient it replaces; the package numbers it after the module it sits on.)
+#
+# ## 2. The update from a synthetic gradient
+#
+# Backprop changes module $i$'s parameters by
+#
+# $$\theta_i \leftarrow \theta_i - \alpha \Big(\frac{\partial h_i}{\partial \theta_i}\Big)^{\!\top} \delta_i
+#   = \theta_i - \alpha\, \nabla_{\theta}\, \big\langle \delta_i,\ f_i(h_{i-1}; \theta) \big\rangle\Big|_{\theta=\theta_i},$$
+#
+# a vector-Jacobian product: the gradient of the scalar $\langle \delta_i, h_i\rangle = \sum_{n,j}
+# (\delta_i)_{nj} (h_i)_{nj}$ with $\delta_i$ held fixed. DNI makes the same update with
+# $\hat\delta_i$ in place of $\delta_i$, **as soon as $h_i$ exists**:
+#
+# $$\theta_i \leftarrow \theta_i - \alpha\, \nabla_{\theta}\, \big\langle \hat\delta_i,\ f_i(h_{i-1}; \theta) \big\rangle .$$
+#
+# So the module descends the surrogate loss $\langle\hat\delta_i, h_i\rangle$, which is backprop's
+# step exactly when $\hat\delta_i = \delta_i$. The same product also gives
+# $(\partial h_i/\partial h_{i-1})^\top \hat\delta_i$, the gradient at the module's *input*; in
+# every-layer DNI it becomes the regression target of the synthesizer below (section 4).
+#
+# In the package the product is one call, `module.backward(delta_hat, cache) -> (d_input, grads)`.
+# **Check:** its outputs equal finite differences of $\langle \hat\delta, f(h_{i-1}; \theta)\rangle$
+# for every parameter and for the input (adjoint test, float64; the identity holds for any
+# $\hat\delta$, so we draw a random one).
+
+# %%
+rng = np.random.default_rng(0)
+N, D_IN, H = 8, 6, 5
+net = models.fcn(2, in_dim=D_IN, width=H, rng=np.random.default_rng(3), dtype=np.float64)[0]  # Linear -> BN -> ReLU
+keys = list(net.params)
+h_prev = rng.standard_normal((N, D_IN))
+delta_hat = rng.standard_normal((N, H))
+
+
+def f(h_in, *values):
+    """The module's output with its parameters set to `values` (the originals are restored)."""
+    saved = [net.params[k].copy() for k in keys]
+    for k, v in zip(keys, values):
+        net.params[k][...] = v
+    out = net.forward(h_in)[0]
+    for k, v in zip(keys, saved):
+        net.params[k][...] = v
+    return out
+
+
+h_i, cache = net.forward(h_prev)
+d_input, grads = net.backward(delta_hat, cache)
+errors = adjoint_check(f, [h_prev] + [net.params[k] for k in keys], [d_input] + [grads[k] for k in keys],
+                       delta_hat, names=["h_{i-1}"] + keys)
+for name, err in errors.items():
+    print(f"{name:>8}: relative error of the vector-Jacobian product vs finite differences = {err:.1e}")
+print(f"largest |gradient| of the Linear bias 0.b: {np.abs(grads['0.b']).max():.1e}")
+assert np.abs(grads["0.b"]).max() < 1e-12
+assert max(err for name, err in errors.items() if name != "0.b") < 1e-6
+
+# %% [markdown]
+# `adjoint_check` raises if any input disagrees, so all passed. The one large *relative* error,
+# for the Linear layer's bias `0.b`, compares two numbers that are both zero up to rounding: the
+# BatchNorm right after it subtracts the batch mean, so adding a constant to every pre-activation
+# changes nothing, and that bias gets a gradient of exactly 0 (the check then passes on its
+# absolute tolerance).
+
+# %% [markdown]
+# **Check:** with a synthesizer that returns the *true* gradient (an "oracle": it runs the
+# modules above and the loss, which a real SG cannot do), one DNI step of the package's trainer
+# must move every parameter exactly as one backprop step does.
+
+# %%
+class Oracle:
+    """Stands in for a synthesizer: backprop through the modules above, as they are now."""
+
+    ready = True
+
+    def __init__(self, upper):
+        self.upper = upper
+
+    def predict(self, h, labels=None, *, train=True):
+        caches = []
+        for m in self.upper:
+            h, c = m.forward(h)
+            caches.append(c)
+        _, d = softmax_cross_entropy(h, labels)
+        for m, c in zip(self.upper[::-1], caches[::-1]):
+            d, _ = m.backward(d, c)
+        return d, None
+
+    def fit(self, cache, target):
+        return np.zeros(())
+
+
+def small_modules():
+    nets = models.fcn(3, in_dim=D_IN, width=H, num_classes=4, rng=np.random.default_rng(4), dtype=np.float64)
+    return [Module(n, lr=0.1, optimizer="sgd") for n in nets]
+
+
+x_small, y_small = rng.standard_normal((N, D_IN)), rng.integers(0, 4, N)
+reference = FeedForwardTrainer(small_modules(), method="bprop")
+mods = small_modules()
+oracle_dni = FeedForwardTrainer(mods, method="dni", synthesizers=[Oracle(mods[i + 1:]) for i in range(2)])
+reference.step(x_small, y_small)
+oracle_dni.step(x_small, y_small)
+gap = max(np.abs(a.net.params[k] - b.net.params[k]).max()
+          for a, b in zip(reference.modules, oracle_dni.modules) for k in a.net.params)
+print(f"largest difference between the parameters after one backprop step and one oracle-DNI step: {gap:.1e}")
+assert gap < 1e-12
+
+# %% [markdown]
+# ## 3. Training the synthesizer: L2 regression
+#
+# The synthesizer learns by regression: once a target $\delta$ for a prediction $\hat\delta$
+# arrives, it takes a step on $\lVert\hat\delta - \delta\rVert^2$. One detail of scale matters.
+# The loss is a *mean* over the batch, so every row of $\delta$ is $1/N$ times a per-example
+# gradient. The package's `Synthesizer` therefore lets its network work in per-example units:
+# its raw output $r$ is divided by $N$,
+#
+# $$\hat\delta = r / N, \qquad \text{target } t = N\delta, \qquad
+#   \ell = \frac{1}{2N}\sum_{n,j} (r_{nj} - t_{nj})^2 = \frac{N}{2} \lVert \hat\delta - \delta \rVert^2 ,$$
+#
+# so the network's outputs and targets stay $O(1)$ whatever the batch size.
+#
+# **Derivation for a linear SG** (cDNI's, `hidden=0`): $r = u A + c$ with $u = h$ ($N\times H$),
+# or for cDNI $u = [h,\ Y]$ ($N\times(H+K)$), $A$ of shape $(\dim u)\times H$ and $c\in\mathbb{R}^H$.
+# With $E = r - t$,
+#
+# $$\frac{\partial \ell}{\partial r} = \frac{E}{N},\qquad
+#   \frac{\partial \ell}{\partial A} = \frac{u^\top E}{N} \;\;(\dim u \times H),\qquad
+#   \frac{\partial \ell}{\partial c} = \frac{1}{N}\sum_n E_{n,:} \;\;(H).$$
+#
+# For cDNI the lower block of $A$ multiplies the one-hot labels: it is a learned per-class offset
+# of the predicted gradient. Only the SG's parameters learn from $\ell$; nothing flows into $h$.
+#
+# **Check:** the formulas above equal the package's `regression_grads` and finite differences of
+# the package's own loss, for DNI and cDNI (float64, random $A$ and $c$).
+
+# %%
+N, H, K = 8, 5, 10
+h = rng.standard_normal((N, H))
+labels = rng.integers(0, K, N)
+delta = rng.standard_normal((N, H)) / N  # a batch-mean gradient: O(1/N) per row
+
+for conditioned in (False, True):
+    sg = mlp_synthesizer(H, hidden=0, conditioned=conditioned, num_classes=K, rng=rng, dtype=np.float64)
+    A, c = sg.net.params["0.W"], sg.net.params["0.b"]
+    A[...], c[...] = rng.standard_normal(A.shape), rng.standard_normal(c.shape)  # away from the zero init
+    u = np.concatenate([h, np.eye(K)[labels]], axis=1) if conditioned else h
+    r, t = u @ A + c, N * delta
+
+    prediction, cache = sg.predict(h, labels)
+    loss, grads = sg.regression_grads(cache, delta)
+    assert np.allclose(prediction, r / N, rtol=1e-12, atol=0)
+    assert np.allclose(loss, ((r - t) ** 2).sum() / (2 * N), rtol=1e-12, atol=0)
+    E = r - t
+    by_hand = {"0.W": u.T @ E / N, "0.b": E.sum(0) / N}
+    for k in by_hand:
+        assert np.allclose(grads[k], by_hand[k], rtol=1e-12, atol=1e-15), k
+
+    def loss_at(A_, c_):
+        saved = A.copy(), c.copy()
+        A[...], c[...] = A_, c_
+        value = sg.regression_grads(sg.predict(h, labels)[1], delta)[0]
+        A[...], c[...] = saved
+        return value
+
+    errors = elementwise_check(loss_at, [A.copy(), c.copy()], [by_hand["0.W"], by_hand["0.b"]], None,
+                               names=["A", "c"])
+    print(f"{'cDNI' if conditioned else 'DNI '} linear SG: u is {u.shape}, A is {A.shape}; largest relative error "
+          f"vs finite differences: A {errors['A']:.1e}, c {errors['c']:.1e}")
+    assert max(errors.values()) < 1e-5
+
+# %% [markdown]
+# With hidden layers (DNI's SG in the paper: two hidden layers with BatchNorm and ReLU), the
+# same $\partial\ell/\partial r = E/N$ is backpropagated through the SG's own little network; the
+# package's tests check those gradients the same way.
+#
+# ## 4. Zero initialisation: the first synthetic gradient is exactly 0
+#
+# Before it has seen a single target, a synthesizer knows nothing, and a random prediction would
+# push the module below in a random direction. So the **last layer of every SG starts with
+# weights and bias exactly 0**: the first predictions are exactly 0 and the first updates of the
+# lower modules are empty. The paper does this; a public implementation zeroed only the weights.
+
+# %%
+sg = mlp_synthesizer(H, hidden=2, width=16, rng=np.random.default_rng(5), dtype=np.float64)
+last = sg.net.layers[-1].params
+print("last layer:", {k: (v.shape, float(np.abs(v).max())) for k, v in last.items()})
+first, cache = sg.predict(h)
+assert np.all(first == 0.0)
+sg.fit(cache, delta)
+second, _ = sg.predict(h)
+print(f"first prediction: max |delta_hat| = {np.abs(first).max()}; after one fit: {np.abs(second).max():.2e}")
+assert np.abs(second).max() > 0
+
+# %% [markdown]
+# In a real DNI step the zero prediction means the modules under a synthesizer do not move at all
+# on the first step, while the top module (which sees the true loss gradient) does. And if we
+# re-create the public library's bug, a bias that is not zero, the bottom module moves at once in
+# a direction that has nothing to do with the loss:
+
+# %%
+def first_step_moves(bias_bug):
+    nets = models.fcn(3, in_dim=D_IN, width=H, rng=np.random.default_rng(6), dtype=np.float64)
+    trainer = build_trainer(nets, method="dni", in_shape=(D_IN,), lr=1e-3, sg_width=16,
+                            rng=np.random.default_rng(7), dtype=np.float64)
+    if bias_bug:
+        for s in trainer.synthesizers:
+            b = s.net.layers[-1].params["b"]
+            b[...] = 0.1 * np.random.default_rng(8).standard_normal(b.shape)
+    before = [{k: v.copy() for k, v in m.net.params.items()} for m in trainer.modules]
+    trainer.step(rng.standard_normal((N, D_IN)), rng.integers(0, 10, N))
+    return [max(float(np.abs(m.net.params[k] - b[k]).max()) for k in b) for m, b in zip(trainer.modules, before)]
+
+
+for bug in (False, True):
+    moves = first_step_moves(bug)
+    print(f"{'bias NOT zeroed' if bug else 'zero init (weights and bias)':>28}: largest parameter change "
+          f"in modules 1..3 after the first step = " + ", ".join(f"{m:.1e}" for m in moves))
+    if bug:
+        assert moves[0] > 0
+    else:
+        assert moves[0] == 0 and moves[1] == 0 and moves[2] > 0
+
+# %% [markdown]
+# ## 5. One DNI, every-layer DNI, cDNI: where the targets come from
+#
+# With **one DNI** we cut the network in one place: a 4-layer FCN becomes two modules of two layers
+# each, and the single SG regresses onto the *true* gradient at the cut, which the upper module
+# computes by backprop from the loss.
+#
+# With **every-layer DNI** every layer is a module and has an SG. Only the top SG sees a true
+# gradient; every other $S_{i-1}$ regresses onto the next module's synthetic gradient
+# backpropagated through that module,
+#
+# $$\text{target of } S_{i-1} = \Big(\frac{\partial h_i}{\partial h_{i-1}}\Big)^{\!\top} \hat\delta_i ,$$
+#
+# the input gradient of section 2 (a *bootstrapped* target: like temporal-difference learning,
+# one prediction learns from the next). **cDNI** is every-layer DNI whose SGs are linear and see
+# the label too.
+#
+# **Check:** we record a real every-layer DNI step and confirm that each SG's regression target is
+# exactly what the module above returned from its backward, and that the module above was fed that
+# SG's own prediction, except at the top, where the module is fed the loss gradient.
+
+# %%
+class Tap:
+    """Records the arguments and results of a few methods of the trainer's own objects."""
+
+    def __init__(self):
+        self.calls = []
+
+    def wrap(self, obj, what, who):
+        inner = getattr(obj, what)
+
+        def recorded(*args, **kwargs):
+            out = inner(*args, **kwargs)
+            self.calls.append((who, what, args, out))
+            return out
+
+        setattr(obj, what, recorded)
+
+    def get(self, who, what):
+        return next((args, out) for w, m, args, out in self.calls if (w, m) == (who, what))
+
+
+nets = models.fcn(4, in_dim=D_IN, width=H, rng=np.random.default_rng(9), dtype=np.float64)
+trainer = build_trainer(nets, method="dni", in_shape=(D_IN,), lr=1e-3, sg_width=16,
+                        rng=np.random.default_rng(10), dtype=np.float64)
+tap = Tap()
+for i, m in enumerate(trainer.modules):
+    tap.wrap(m, "backward", i + 1)
+for i, s in enumerate(trainer.synthesizers):
+    tap.wrap(s, "predict", i + 1)
+    tap.wrap(s, "fit", i + 1)
+trainer.step(rng.standard_normal((N, D_IN)), rng.integers(0, 10, N))
+
+for i in (1, 2, 3):  # S_i sits on module i's output; its target comes from module i + 1
+    (fed, _), (d_input, _) = tap.get(i + 1, "backward")
+    (_, target), _ = tap.get(i, "fit")
+    assert target is d_input, i
+    if i + 1 < 4:
+        assert fed is tap.get(i + 1, "predict")[1][0]  # module i+1 ran backward on S_{i+1}'s prediction
+    print(f"S_{i}'s target = module {i + 1}'s input gradient, computed from "
+          f"{'the true loss gradient' if i + 1 == 4 else f'S_{i + 1}' + chr(39) + 's prediction'}")
+
+# %% [markdown]
+# ## 6. Training on MNIST
+#
+# Four ways to train the same 4-layer fully connected net (Linear → BN → ReLU per layer, then the
+# output layer), all with Adam at lr $10^{-3}$ and the same data order:
+#
+# | label | modules | synthesizers |
+# |---|---|---|
+# | backprop | – | – |
+# | one DNI | 2 (layers 1–2, layers 3–4) | one SG, two hidden layers, on the cut |
+# | every-layer DNI | 4 | three SGs, two hidden layers each |
+# | every-layer cDNI | 4 | three *linear* SGs that also see the label |
+#
+# The paper's DNI synthesizers have 1024 hidden units; here they are as wide as the network, to
+# keep the run short on a CPU. Every few steps the trainer's diagnostic pass
+# (`step(..., diagnose=True)`) also computes the true gradients $\delta_i$ by backprop, *only to
+# measure* the cosine similarity $\cos(\hat\delta_i, \delta_i)$ and the norm ratio
+# $\lVert\hat\delta_i\rVert / \lVert\delta_i\rVert$; they are never used to train.
+#
+# Data: MNIST when it is found (`$MINIDNI_DATA`, else `../shared/data` next to the repository),
+# otherwise a synthetic stand-in of the same shape.
+
+# %%
+def load_data(n_train, n_test):
+    """(x_train, y_train, x_test, y_test): MNIST if found, else a synthetic stand-in; x in [0, 1], (N, 784)."""
+    for folder in (os.environ.get("MINIDNI_DATA"), ROOT.parent / "shared" / "data"):
+        if folder and (Path(folder) / "mnist").is_dir():
+            try:
+                d = load_mnist(folder, download=False)
+            except DataError as err:
+                print(f"MNIST in {folder} is not usable ({err})")
+                continue
+            print(f"MNIST from {folder}: {n_train} training and {n_test} test images")
+            return d.x_train[:n_train], d.y_train[:n_train], d.x_test[:n_test], d.y_test[:n_test]
+    print("NOTE: MNIST not found (set MINIDNI_DATA); using a synthetic 10-class stand-in of the same shape: "
+          "each class is a random binary 28x28 template with 30 % of its pixels flipped. Error rates differ from MNIST.")
+    gen = np.random.default_rng(1)
+    templates = gen.random((10, 784)) < 0.3
+    labels = gen.integers(0, 10, n_train + n_test)
+    images = (templates[labels] ^ (gen.random((n_train + n_test, 784)) < 0.3)).astype(np.float32)
+    return images[:n_train], labels[:n_train], images[n_train:], labels[n_train:]
+
+
+x_train, y_train, x_test, y_test = load_data(n_train=10000 if FAST else 60000, n_test=2000 if FAST else 10000)
+
+WIDTH, BATCH, LR = (64, 64, 1e-3) if FAST else (256, 256, 1e-3)
+STEPS, EVAL_EVERY, LOG_EVERY = (200, 50, 10) if FAST else (1500, 150, 25)
+LAYERS = 4
+CONFIGS = {  # label: (method, hidden layers per module)
+    "backprop": ("bprop", [1, 1, 1, 1]),
+    "one DNI": ("dni", [2, 2]),
+    "every-layer DNI": ("dni", [1, 1, 1, 1]),
+    "every-layer cDNI": ("cdni", [1, 1, 1, 1]),
+}
+
+
+def make_trainer(method, split, p_update=1.0):
+    """The 4-layer FCN cut into modules of `split` layers each, trained by `method`."""
+    layers = models.fcn(LAYERS, width=WIDTH, rng=np.random.default_rng(0))
+    nets, start = [], 0
+    for size in split:
+        nets.append(Sequential([layer for net in layers[start:start + size] for layer in net.layers]))
+        start += size
+    return build_trainer(nets, method=method, in_shape=(784,), lr=LR, sg_width=WIDTH, p_update=p_update,
+                         rng=np.random.default_rng(1), seed=2)
+
+
+def train(method, split, p_update=1.0, diagnose=True):
+    """Train for STEPS steps; returns the test-error curve, diagnostics and how often each module updated."""
+    trainer = make_trainer(method, split, p_update)
+    order = np.random.default_rng(3)  # the same minibatches for every run
+    run = {"eval": [], "diag_steps": [], "cosine": {}, "ratio": {}, "updates": np.zeros(len(split))}
+    start = time.perf_counter()
+    for step in range(1, STEPS + 1):
+        idx = order.integers(0, len(x_train), BATCH)
+        logged = diagnose and step % LOG_EVERY == 0
+        result = trainer.step(x_train[idx], y_train[idx], diagnose=logged).to_host()
+        raise_if_diverged(result, step)
+        run["updates"] += result["updated"]
+        if logged and result["cosine"]:
+            run["diag_steps"].append(step)
+            for i, v in result["cosine"].items():
+                run["cosine"].setdefault(i, []).append(v)
+                run["ratio"].setdefault(i, []).append(result["norm_ratio"][i])
+        if step % EVAL_EVERY == 0:
+            run["eval"].append((step, error_percent(trainer.modules, x_test, y_test)))
+    run["seconds"] = time.perf_counter() - start
+    return run
+
+
+runs = {}
+for label, (method, split) in CONFIGS.items():
+    runs[label] = train(method, split)
+    print(f"{label:>17}: test error {runs[label]['eval'][-1][1]:5.2f} % after {STEPS} steps "
+          f"({runs[label]['seconds']:.0f} s, {STEPS / runs[label]['seconds']:.0f} steps/s)")
+
+# %%
+fig, ax = plt.subplots(figsize=(7.5, 4.2), constrained_layout=True)
+for (label, run), marker in zip(runs.items(), "osD^"):
+    ax.plot(*zip(*run["eval"]), marker=marker, label=label)
+ax.set(xlabel="training step", ylabel="test error (%)", yscale="log",
+       title=f"{LAYERS}-layer FCN ({WIDTH} units), batch {BATCH}, Adam lr {LR:g}: test error on {len(x_test)} images")
+plain_log_axis(ax.yaxis)
+ax.legend()
+ax.grid(alpha=0.3, which="both")
+show(fig, "methods")
+
+# %% [markdown]
+# What to look for. In our full run (1500 steps on MNIST) backprop and cDNI end close together,
+# one DNI somewhat behind and every-layer DNI clearly behind; at the fast setting the runs are too
+# short to rank. Every-layer DNI stacks three approximations (each SG learns from the one above);
+# cDNI's SGs are only linear but see the label. The next figure shows why the label matters so much.
+# (The paper trains 500k steps at a much smaller learning rate, so only the start of the race is
+# visible here.)
+#
+# ### How good are the synthetic gradients?
+
+# %%
+sg_runs = [label for label in runs if runs[label]["cosine"]]
+fig, axes = plt.subplots(2, len(sg_runs), figsize=(4.2 * len(sg_runs), 6.5), sharex=True, sharey="row",
+                         constrained_layout=True)
+for col, label in enumerate(sg_runs):
+    run = runs[label]
+    for i in sorted(run["cosine"]):
+        where = "on the cut (after layer 2)" if len(run["cosine"]) == 1 else f"after layer {i + 1}"
+        axes[0, col].plot(run["diag_steps"], run["cosine"][i], label=f"SG {where}")
+        axes[1, col].plot(run["diag_steps"], run["ratio"][i], label=f"SG {where}")
+    axes[0, col].set_title(label)
+    axes[0, col].axhline(0, color="black", lw=0.8)
+    axes[1, col].axhline(1, color="black", lw=0.8, ls="--")
+    axes[1, col].set_xlabel("training step")
+    axes[0, col].legend(fontsize=8)
+axes[0, 0].set_ylabel(r"cosine similarity $\cos(\hat\delta_i, \delta_i)$")
+axes[1, 0].set_ylabel(r"norm ratio $\|\hat\delta_i\| / \|\delta_i\|$")
+axes[1, 0].set_yscale("log")
+for ax in axes.flat:
+    ax.grid(alpha=0.3)
+fig.suptitle("Synthetic vs true gradient, measured by the trainer's diagnostic pass (never used for training)")
+show(fig, "sg_quality")
+
+tail = max(1, len(runs[sg_runs[0]]["diag_steps"]) // 5)  # the last fifth of the diagnostic points
+late_cos = {label: float(np.mean([v[-tail:] for v in runs[label]["cosine"].values()])) for label in sg_runs}
+print("mean cosine over the last fifth of training (all SGs):", {k: round(v, 3) for k, v in late_cos.items()})
+assert all(np.isfinite(v) for v in late_cos.values())
+if not FAST:  # with a real budget the label makes the difference
+    assert late_cos["every-layer cDNI"] > max(late_cos["one DNI"], late_cos["every-layer DNI"]) + 0.05, late_cos
+
+# %% [markdown]
+# A cosine of 1 would be backprop's direction; anything above 0 is, on average, a descent
+# direction. Two very different pictures:
+#
+# - **cDNI**'s SGs point clearly the right way (cosines of a few tenths), best at the top, where the
+#   SG regresses onto the true gradient; the bootstrapped ones below inherit the errors above.
+# - **DNI**'s SGs (no label) fall towards cosine 0, and their predictions *shrink* (the norm ratio
+#   falls). This is what L2 regression should do. Without the label, the best an SG can predict is
+#   the *expected* gradient given $h$. At the logits the gradient of one example is $(p - e_y)/N$;
+#   if the network's own probabilities $p$ are about right, averaging over the label gives
+#   $\sum_y p_y (p - e_y)/N = (p - p)/N = 0$. Once the network fits the training data, most of the
+#   true gradient is *which* label came, which $h$ alone cannot tell. So the lower modules of a DNI
+#   net get ever smaller pushes, and the layers above do most of the learning.
+#
+# That is also why conditioning on the label (cDNI) is the variant that scales to deep nets in the
+# paper's Table 1. (Exercise 2 asks how much of one DNI's result comes from its lower half at all.)
+#
+# ## 7. Asynchronous updates: $p_\text{update}$
+#
+# Now each module draws a coin every step and runs its backward and update only with probability
+# $p_\text{update}$. Under backprop a module can only update if *every* module above it also ran
+# its backward, so in an $n$-module net module $i$ updates with probability
+# $p^{\,n-i+1}$ (here every module, the top one included, draws its own coin, so module 1 of a
+# 4-module net updates with $p^4$). With DNI each module needs only its own coin (and a synthetic
+# gradient, which is always there): it updates with probability $p$. We train each method at a few
+# values of $p_\text{update}$ (the $p = 1$ runs are the ones above) and count the updates.
+
+# %%
+P_VALUES = [1.0, 0.5, 0.2]
+SWEEP = {label: CONFIGS[label] for label in ("backprop", "every-layer DNI", "every-layer cDNI")}
+sweep = {(label, 1.0): runs[label] for label in SWEEP}
+for label, (method, split) in SWEEP.items():
+    for p in P_VALUES[1:]:
+        sweep[label, p] = train(method, split, p_update=p, diagnose=False)
+        print(f"{label:>17}, p_update={p}: test error {sweep[label, p]['eval'][-1][1]:5.2f} % "
+              f"({sweep[label, p]['seconds']:.0f} s)")
+
+# %%
+p = P_VALUES[-1]
+n = LAYERS
+expected = {"backprop": [p ** (n - i) for i in range(n)], "every-layer DNI": [p] * n, "every-layer cDNI": [p] * n}
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2), constrained_layout=True)
+width = 0.27
+for k, label in enumerate(SWEEP):
+    measured = sweep[label, p]["updates"] / STEPS
+    bars = ax1.bar(np.arange(1, n + 1) + (k - 1) * width, measured, width, label=f"{label}: measured")
+    if label == "backprop":  # the small bars are hard to see: write their counts
+        for bar, count in zip(bars, sweep[label, p]["updates"]):
+            ax1.annotate(f"{count:.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), xytext=(0, 3),
+                         textcoords="offset points", ha="center", fontsize=8, color="tab:blue")
+    ax1.scatter(np.arange(1, n + 1) + (k - 1) * width, expected[label], color="black", marker="_", s=200, zorder=3,
+                label="expected ($p$ for DNI, $p^{n-i+1}$ for backprop)" if k == 0 else None)
+    tolerance = 4 * np.sqrt(p * (1 - p) / STEPS) + 1e-9  # four binomial standard deviations
+    assert np.all(np.abs(measured - np.array(expected[label])) <= tolerance), (label, measured)
+ax1.set(xlabel="module (1 = bottom)", ylabel="fraction of steps in which it updated",
+        title=f"How often each module updates at $p_{{update}}$ = {p} ({STEPS} steps;\n"
+              "numbers above the blue bars: backprop's update counts)", ylim=(0, 1.6 * p))
+ax1.set_xticks(range(1, n + 1))
+ax1.legend(fontsize=8, loc="upper left", ncol=2)
+for label, marker in zip(SWEEP, "osD"):
+    ax2.plot(P_VALUES, [sweep[label, q]["eval"][-1][1] for q in P_VALUES], marker=marker, label=label)
+ax2.set(xlabel="$p_{update}$ (probability that a module updates in a step)", ylabel="test error after the run (%)",
+        title=f"Final test error vs $p_{{update}}$ ({STEPS} steps each)", xscale="log", yscale="log")
+ax2.set_xticks(P_VALUES, [str(q) for q in P_VALUES])
+ax2.xaxis.set_minor_formatter(NullFormatter())
+plain_log_axis(ax2.yaxis)
+ax2.legend()
+for ax in (ax1, ax2):
+    ax.grid(alpha=0.3, which="both")
+show(fig, "p_update")
+
+# %% [markdown]
+# The measured update frequencies match the arithmetic (the assertion allows four binomial
+# standard deviations): at $p_\text{update} = 0.2$ backprop's bottom module updates in
+# $0.2^4 \approx 0.2\,\%$ of the steps, so its features barely train, while every DNI module still
+# updates in 20 % of them. The test error follows: backprop degrades fastest as $p_\text{update}$
+# falls; the paper reports that DNI on a 4-layer MNIST FCN still reaches 2 % error at
+# $p_\text{update} = 0.2$ and cDNI trains even at 0.05 (after 500k steps; at our budget every method
+# also simply gets fewer updates).
+#
+# ## Summary
+#
+# - A module updates from a synthetic gradient with the same vector-Jacobian product as backprop:
+#   $\theta_i \leftarrow \theta_i - \alpha\,(\partial h_i/\partial\theta_i)^\top\hat\delta_i$; with
+#   a perfect SG one DNI step *is* one backprop step (checked to $10^{-12}$).
+# - The SG learns by L2 regression; in per-example units $\partial\ell/\partial A = u^\top(r - t)/N$,
+#   $\partial\ell/\partial c = \sum_n (r - t)_n/N$ (checked against finite differences and the package).
+# - Zero-initialising the SG's last layer (weights and bias) makes the first synthetic gradient exactly 0.
+# - Every-layer DNI trains each SG on the next SG's prediction backpropagated one module (bootstrapping);
+#   only the top SG sees the true gradient. cDNI adds the label and uses linear SGs.
+# - The diagnostics show what the SGs learn: with the label (cDNI) their cosine with the true gradient
+#   stays clearly positive; without it (DNI) an SG can only predict the expected gradient given $h$,
+#   which tends to 0 as the network fits the data, and its cosine and norm fall towards 0.
+# - With $p_\text{update} < 1$, backprop's lower modules starve ($p^{n-i+1}$), DNI's do not ($p$).
+#
+# ## Exercises
+#
+# 1. Derive $\partial\ell/\partial r$ *without* the per-example units ($\ell' = \lVert\hat\delta - \delta\rVert^2/2$
+#    directly) and show that $\partial\ell'/\partial A = \partial\ell/\partial A / N^2$. Why would Adam's
+#    step then be far too large relative to the target's scale? (PAPER.md §6.)
+# 2. How much of one DNI's result comes from its lower half? Train the same two-module net with
+#    `make_trainer("dni", [2, 2], p_update=[0.0, 1.0])` (the lower module never updates: random
+#    features) and compare the test error with one DNI's.
+# 3. Run every-layer DNI with `warmup=100` in `build_trainer` (the SGs are fitted for 100 steps before
+#    the modules below use them). Does the cosine curve start higher? Does the test error change?
+# 4. Extend the sweep to $p_\text{update} = 0.05$ and to more steps. Does cDNI still train, as in the paper?
+# 5. cDNI's linear SG is $M(h, y) = hA + yB + C$ (the follow-up paper's notation; $A$ and $B$ are the
+#    two row blocks of the package's `0.W`, $C$ its `0.b`). With the `Tap` recorder, check in a real
+#    cDNI step that each synthetic gradient equals $(hA + YB + C)/N$ for the SG's parameters at that
+#    moment. The follow-up paper shows that with such an SG the lower layers in effect minimise a
+#    quadratic surrogate of $h$; which one, when $A$ is symmetric?
