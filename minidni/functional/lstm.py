@@ -11,10 +11,14 @@ contiguous blocks of H columns in the order **i, f, g, o**:
     c_t = f * c_{t-1} + i * g
     h_t = o * tanh(c_t)
 
-Speed: the input projection of all T steps is one matrix product
+The step functions are the readable reference; the sequence functions compute
+the same thing fast. The input projection of all T steps is one matrix product
 ``x.reshape(T*N, D) @ Wx``; the backward computes dWx, dWh and dx with one
 matrix product each over all steps. Only ``h @ Wh`` and ``da @ Wh.T`` stay
-inside the time loop, because each step needs the previous one.
+inside the time loop, because each step needs the previous one. The gates are
+activated in place with a single tanh over (N, 4H) (sigmoid(z) = tanh(z/2)/2 +
+1/2, stable for any z), and the backward's elementwise work writes into
+preallocated blocks, so about three quarters of the time is matrix products.
 
     >>> hs, cT, cache = lstm_forward(x, h0, c0, Wx, Wh, b)
     >>> dx, dh0, dc0, dWx, dWh, db = lstm_backward(dhs, dcT, cache)
@@ -96,18 +100,32 @@ def lstm_step_backward(dh_next, dc_next, cache):
 
 class LSTMCache(NamedTuple):
     x: object       # (T, N, D)
-    h_prev: object  # (T, N, H): the hidden state entering each step (h0, h1, ..., h_{T-1})
-    c_prev: object  # (T, N, H): the cell state entering each step
+    hs: object      # (T+1, N, H): h0, h1, ..., hT (the forward returns the view hs[1:])
+    cs: object      # (T+1, N, H): c0, c1, ..., cT
     ifgo: object    # (T, N, 4H) activated gates
     tanh_c: object  # (T, N, H)
     Wx: object
     Wh: object
 
 
+def _sigmoid_as_tanh(xp, H, dtype):
+    """Per-column ``(scale, shift)`` (4H,) with ``gate = scale * tanh(scale * a) + shift``.
+
+    sigmoid(z) = 0.5 tanh(z/2) + 0.5 on the i, f, o blocks (scale 0.5, shift 0.5) and
+    tanh(z) on the g block (scale 1, shift 0): all four gates with one tanh call.
+    """
+    scale = xp.full(4 * H, 0.5, dtype=dtype)
+    scale[2 * H:3 * H] = 1.0
+    shift = xp.full(4 * H, 0.5, dtype=dtype)
+    shift[2 * H:3 * H] = 0.0
+    return scale, shift
+
+
 def lstm_forward(x, h0, c0, Wx, Wh, b):
     """Run T steps: x (T, N, D), h0 and c0 (N, H) -> (hs (T, N, H), cT (N, H), cache).
 
     ``hs[t]`` is the hidden state after step t, so ``hs[-1]`` is the final one.
+    ``hs`` and ``cT`` are views into the cache: read them, do not write into them.
     """
     xp = get_xp(x, h0, c0, Wx, Wh, b)
     T, N, D = x.shape
@@ -115,20 +133,31 @@ def lstm_forward(x, h0, c0, Wx, Wh, b):
     if Wx.shape != (D, 4 * H) or Wh.shape != (H, 4 * H) or b.shape != (4 * H,):
         raise ValueError(f"LSTM weights must be Wx (D={D}, 4H={4 * H}), Wh (H={H}, 4H), b (4H,); "
                          f"got Wx {Wx.shape}, Wh {Wh.shape}, b {b.shape}")
-    ax = (x.reshape(T * N, D) @ Wx + b).reshape(T, N, 4 * H)  # input projection of every step at once
-    hs = xp.empty((T, N, H), dtype=x.dtype)
-    h_prev, c_prev = xp.empty_like(hs), xp.empty_like(hs)
-    ifgo_all = xp.empty((T, N, 4 * H), dtype=x.dtype)
-    tanh_all = xp.empty_like(hs)
-    h, c = h0, c0
+    if T < 1:
+        raise ValueError(f"x must hold at least one time step, got shape {x.shape}")
+    dtype = x.dtype
+    scale, shift = _sigmoid_as_tanh(xp, H, dtype)
+    # scale * a for every step: the input projection of all T steps is one product
+    ifgo = (x.reshape(T * N, D) @ (Wx * scale) + b * scale).reshape(T, N, 4 * H)
+    Wh_scaled = Wh * scale
+    hs = xp.empty((T + 1, N, H), dtype=dtype)
+    cs = xp.empty_like(hs)
+    hs[0], cs[0] = h0, c0
+    tanh_c = xp.empty((T, N, H), dtype=dtype)
+    ig = xp.empty((N, H), dtype=dtype)
     for t in range(T):
-        h_prev[t], c_prev[t] = h, c
-        ifgo = _gates(xp, ax[t] + h @ Wh, H)
-        c = ifgo[:, H:2 * H] * c + ifgo[:, :H] * ifgo[:, 2 * H:3 * H]
-        tanh_all[t] = xp.tanh(c)
-        h = ifgo[:, 3 * H:] * tanh_all[t]
-        hs[t], ifgo_all[t] = h, ifgo
-    return hs, c, LSTMCache(x, h_prev, c_prev, ifgo_all, tanh_all, Wx, Wh)
+        a = ifgo[t]  # (N, 4H), overwritten in place by the activated gates
+        a += hs[t] @ Wh_scaled
+        xp.tanh(a, out=a)
+        a *= scale
+        a += shift
+        i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        xp.multiply(f, cs[t], out=cs[t + 1])  # c_t = f * c_{t-1} + i * g
+        xp.multiply(i, g, out=ig)
+        cs[t + 1] += ig
+        xp.tanh(cs[t + 1], out=tanh_c[t])
+        xp.multiply(o, tanh_c[t], out=hs[t + 1])  # h_t = o * tanh(c_t)
+    return hs[1:], cs[T], LSTMCache(x, hs, cs, ifgo, tanh_c, Wx, Wh)
 
 
 def lstm_backward(dhs, dcT, cache):
@@ -139,18 +168,40 @@ def lstm_backward(dhs, dcT, cache):
     ``dhs[-1]``). dcT (N, H): the gradient arriving at the final cell state, or None.
     """
     xp = get_xp(dhs, dcT)
-    x, h_prev, c_prev, ifgo, tanh_c, Wx, Wh = cache
+    x, hs, cs, ifgo, tanh_c, Wx, Wh = cache
     T, N, D = x.shape
-    H = h_prev.shape[2]
+    H = hs.shape[2]
+    if dhs.shape != (T, N, H):
+        raise ValueError(f"dhs must have the shape of hs, (T, N, H) = {(T, N, H)}, got {dhs.shape}")
+    # Each gate's derivative w.r.t. its pre-activation, all steps at once (T, N, 4H):
+    # sigmoid' = s (1 - s) on i, f, o; tanh' = 1 - g^2 on g.
+    deriv = 1.0 - ifgo
+    deriv *= ifgo
+    g_all, d_g = ifgo[:, :, 2 * H:3 * H], deriv[:, :, 2 * H:3 * H]
+    xp.multiply(g_all, g_all, out=d_g)
+    xp.subtract(1.0, d_g, out=d_g)
+    # dc_t/dh_t through h = o * tanh(c): o * (1 - tanh(c)^2), all steps at once (T, N, H)
+    o_dtanh = tanh_c * tanh_c
+    xp.subtract(1.0, o_dtanh, out=o_dtanh)
+    o_dtanh *= ifgo[:, :, 3 * H:]
     da = xp.empty_like(ifgo)
-    dh = xp.zeros((N, H), dtype=dhs.dtype)  # gradient reaching h_t through the recurrence
-    dc = xp.zeros_like(dh) if dcT is None else dcT
+    dh, dc = None, dcT  # gradients reaching h_t and c_t from step t+1 (None: nothing arrives)
     for t in reversed(range(T)):
-        da[t], dc = _gate_backward(xp, dhs[t] + dh, dc, c_prev[t], ifgo[t], tanh_c[t], H)
-        dh = da[t] @ Wh.T  # h_{t-1} enters a_t through Wh
+        dh_t = dhs[t] if dh is None else dhs[t] + dh
+        dc_t = dh_t * o_dtanh[t]
+        if dc is not None:
+            dc_t += dc
+        gates, d = ifgo[t], da[t]
+        xp.multiply(dc_t, gates[:, 2 * H:3 * H], out=d[:, :H])  # c = f c_prev + i g: dL/di = dc g
+        xp.multiply(dc_t, cs[t], out=d[:, H:2 * H])  # dL/df = dc c_prev
+        xp.multiply(dc_t, gates[:, :H], out=d[:, 2 * H:3 * H])  # dL/dg = dc i
+        xp.multiply(dh_t, tanh_c[t], out=d[:, 3 * H:])  # h = o tanh(c): dL/do = dh tanh(c)
+        d *= deriv[t]  # through the gate nonlinearities to the pre-activation a_t
+        dc = dc_t * gates[:, H:2 * H]  # c_prev reaches c only through f * c_prev
+        dh = d @ Wh.T  # h_{t-1} enters a_t through Wh: (N, 4H) @ (4H, H)
     da2 = da.reshape(T * N, 4 * H)
     dx = (da2 @ Wx.T).reshape(T, N, D)  # every step's input gradient in one product
-    dWx = x.reshape(T * N, D).T @ da2
-    dWh = h_prev.reshape(T * N, H).T @ da2
+    dWx = x.reshape(T * N, D).T @ da2  # summed over steps and batch: (D, T*N) @ (T*N, 4H)
+    dWh = hs[:-1].reshape(T * N, H).T @ da2  # h_{t-1} of every step, stacked
     db = da2.sum(axis=0)
     return dx, dh, dc, dWx, dWh, db
