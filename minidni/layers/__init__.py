@@ -14,8 +14,9 @@ from minidni.layers.container import Sequential
 from minidni.layers.conv import AvgPool2d, Conv2d, MaxPool2d
 from minidni.layers.flatten import Flatten
 from minidni.layers.linear import Linear
+from minidni.layers.lstm import LSTM
 
 __all__ = [
     "Layer", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm",
-    "ReLU", "Tanh", "Sigmoid", "Flatten", "Sequential",
+    "ReLU", "Tanh", "Sigmoid", "Flatten", "Sequential", "LSTM",
 ]

@@ -1,0 +1,74 @@
+"""LSTM layer: owns Wx, Wh, b and runs :func:`minidni.functional.lstm_forward` over a window.
+
+Unlike the other layers its forward takes and returns a recurrent state, so a
+trainer can carry ``(h, c)`` from one window to the next (truncated BPTT):
+
+    >>> lstm = LSTM(10, 64, rng=np.random.default_rng(0))
+    >>> (hs, cT), cache = lstm.forward(x, (h0, c0))       # x (T, N, D); hs (T, N, H); cT (N, H)
+    >>> dx, dh0, dc0, grads = lstm.backward(dhs, dcT, cache)   # grads: {"Wx", "Wh", "b"}
+
+Initialisation: Wx and Wh are Xavier-normal per gate block (fan_in D or H, fan_out
+H), b is zero except the forget-gate block, which starts at ``forget_bias``
+(default 1.0, Gers et al. 2000; Jozefowicz et al. 2015): the cell then keeps most
+of its content from the first step, so gradients reach further back before the
+forget gate has learned anything.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from minidni.backend import get_xp, to_device
+from minidni.functional.lstm import lstm_backward, lstm_forward
+from minidni.layers.base import Layer, check_positive_int
+
+__all__ = ["LSTM"]
+
+
+class LSTM(Layer):
+    """``LSTM(input_dim, hidden, *, rng, dtype=float32, forget_bias=1.0)``; gates i, f, g, o."""
+
+    def __init__(self, input_dim: int, hidden: int, *, rng: np.random.Generator, dtype=np.float32,
+                 forget_bias: float = 1.0):
+        super().__init__()
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(0)), "
+                            f"got {type(rng).__name__}")
+        self.input_dim = check_positive_int("input_dim", input_dim)
+        self.hidden = H = check_positive_int("hidden", hidden)
+        Wx = rng.standard_normal((input_dim, 4 * H)) * math.sqrt(2.0 / (input_dim + H))
+        Wh = rng.standard_normal((H, 4 * H)) * math.sqrt(2.0 / (2 * H))
+        b = np.zeros(4 * H)
+        b[H:2 * H] = forget_bias
+        self.params = to_device({"Wx": Wx.astype(dtype), "Wh": Wh.astype(dtype), "b": b.astype(dtype)})
+
+    def zero_state(self, batch: int):
+        """``(h, c)`` of zeros, (batch, H) each, on the parameters' backend and dtype."""
+        xp = get_xp(self.params["Wh"])
+        shape = (batch, self.hidden)
+        return xp.zeros(shape, self.params["Wh"].dtype), xp.zeros(shape, self.params["Wh"].dtype)
+
+    def forward(self, x, state=None):
+        """x (T, N, input_dim), state ``(h0, c0)`` (N, H) each or None (zeros) -> ``((hs, cT), cache)``.
+
+        ``hs`` (T, N, H) are the hidden states after each step, ``cT`` (N, H) the
+        final cell state (the final hidden state is ``hs[-1]``). Both are views into
+        the cache: read them, do not write into them.
+        """
+        if x.ndim != 3 or x.shape[2] != self.input_dim:
+            raise ValueError(f"LSTM({self.input_dim}, {self.hidden}) expects x of shape (T, N, {self.input_dim}), "
+                             f"got {x.shape}")
+        h0, c0 = self.zero_state(x.shape[1]) if state is None else state
+        p = self.params
+        hs, cT, cache = lstm_forward(x, h0, c0, p["Wx"], p["Wh"], p["b"])
+        return (hs, cT), cache
+
+    def backward(self, dhs, dcT, cache):
+        """dhs (T, N, H), dcT (N, H) or None -> ``(dx (T, N, D), dh0 (N, H), dc0 (N, H), grads)``."""
+        dx, dh0, dc0, dWx, dWh, db = lstm_backward(dhs, dcT, cache)
+        return dx, dh0, dc0, {"Wx": dWx, "Wh": dWh, "b": db}
+
+    def __repr__(self) -> str:
+        return f"LSTM({self.input_dim}, {self.hidden})"
