@@ -141,3 +141,84 @@ def test_backend_parity(xp, rng):
     np.testing.assert_allclose(backend.to_numpy(hs), ref_hs, rtol=1e-5, atol=1e-5)
     for g, r in zip(grads, ref_grads):
         np.testing.assert_allclose(backend.to_numpy(g), r, rtol=1e-4, atol=1e-4)
+
+
+# -- keep (per-row state resets inside a window) -----------------------------------------
+
+
+@given(T=st.integers(1, 4), N=st.integers(1, 3), D=st.integers(1, 3), H=st.integers(1, 3),
+       seed=st.integers(0, 2**31 - 1))
+def test_backward_with_keep_matches_finite_differences(T, N, D, H, seed):
+    rng = np.random.default_rng(seed)
+    inputs = list(_inputs(rng, T, N, D, H))
+    keep = (rng.random((T, N)) < 0.6).astype(np.float64)
+    check_pair(lambda *a: lstm_forward(*a, keep=keep), lstm_backward, inputs,
+               names=["x", "h0", "c0", "Wx", "Wh", "b"], seed=seed)
+
+
+def test_keep_equals_restarting_from_zero(rng):
+    """Row 0 resets before step 2: its steps 2.. equal a fresh run from a zero state, and
+    nothing of their gradient reaches steps 0-1 or h0; row 1 (no reset) is untouched."""
+    x, h0, c0, Wx, Wh, b = _inputs(rng, T=4, N=2, D=3, H=2)
+    keep = np.ones((4, 2))
+    keep[2, 0] = 0.0
+    hs, cT, cache = lstm_forward(x, h0, c0, Wx, Wh, b, keep=keep)
+    plain_hs, _, _ = lstm_forward(x, h0, c0, Wx, Wh, b)
+    fresh_hs, fresh_cT, _ = lstm_forward(x[2:, :1], np.zeros((1, 2)), np.zeros((1, 2)), Wx, Wh, b)
+    np.testing.assert_allclose(hs[:2], plain_hs[:2], rtol=1e-14)
+    np.testing.assert_allclose(hs[:, 1], plain_hs[:, 1], rtol=1e-14)
+    np.testing.assert_allclose(hs[2:, :1], fresh_hs, rtol=1e-14)
+    np.testing.assert_allclose(cT[:1], fresh_cT, rtol=1e-14)
+    dhs = np.zeros_like(hs)
+    dhs[2:] = 1.0  # loss only after the reset
+    dx, dh0, dc0, *_ = lstm_backward(dhs, np.ones_like(cT), cache)
+    assert np.all(dx[:2, 0] == 0) and np.all(dh0[0] == 0) and np.all(dc0[0] == 0)
+    assert np.all(dh0[1] != 0)
+
+
+def test_keep_zero_at_first_step_cuts_the_initial_state(rng):
+    x, h0, c0, Wx, Wh, b = _inputs(rng, T=3, N=2, D=2, H=3)
+    keep = np.ones((3, 2))
+    keep[0, 1] = 0.0
+    hs, cT, cache = lstm_forward(x, h0, c0, Wx, Wh, b, keep=keep)
+    zero_hs, _, _ = lstm_forward(x[:, 1:], np.zeros((1, 3)), np.zeros((1, 3)), Wx, Wh, b)
+    np.testing.assert_allclose(hs[:, 1:], zero_hs, rtol=1e-14)
+    _, dh0, dc0, *_ = lstm_backward(np.ones_like(hs), np.ones_like(cT), cache)
+    assert np.all(dh0[1] == 0) and np.all(dc0[1] == 0) and np.all(dh0[0] != 0)
+
+
+def test_keep_shape_is_checked(rng):
+    x, h0, c0, Wx, Wh, b = _inputs(rng, T=2, N=2, D=3, H=4)
+    with pytest.raises(ValueError, match=r"keep must have shape \(T, N\) = \(2, 2\)"):
+        lstm_forward(x, h0, c0, Wx, Wh, b, keep=np.ones((2, 3)))
+
+
+# -- the layer ----------------------------------------------------------------------------
+
+
+def test_layer_forward_backward_and_state(rng):
+    from minidni.layers import LSTM
+    lstm = LSTM(3, 4, rng=rng, dtype=np.float64)
+    assert set(lstm.params) == {"Wx", "Wh", "b"}
+    np.testing.assert_array_equal(lstm.params["b"][4:8], 1.0)  # forget-gate bias
+    x = rng.standard_normal((5, 2, 3))
+    (hs, cT), cache = lstm.forward(x)  # zero initial state
+    ref_hs, ref_cT, _ = lstm_forward(x, np.zeros((2, 4)), np.zeros((2, 4)), *lstm.params.values())
+    np.testing.assert_array_equal(hs, ref_hs)
+    # carrying the state over two windows equals one long window
+    (hs1, c1), _ = lstm.forward(x[:2])
+    (hs2, c2), _ = lstm.forward(x[2:], (hs1[-1], c1))
+    np.testing.assert_allclose(np.concatenate([hs1, hs2]), hs, rtol=1e-13)
+    dx, dh0, dc0, grads = lstm.backward(np.ones_like(hs), None, cache)
+    assert dx.shape == x.shape and dh0.shape == dc0.shape == (2, 4)
+    assert {k: g.shape for k, g in grads.items()} == {k: p.shape for k, p in lstm.params.items()}
+
+
+def test_layer_float32_and_bad_state(rng):
+    from minidni.layers import LSTM
+    lstm = LSTM(3, 4, rng=rng)
+    (hs, cT), cache = lstm.forward(rng.standard_normal((2, 5, 3)).astype(np.float32))
+    assert hs.dtype == cT.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in lstm.backward(np.ones_like(hs), cT, cache)[3].values())
+    with pytest.raises(ValueError, match="state must be"):
+        lstm.forward(np.zeros((2, 5, 3), np.float32), (np.zeros((5, 3), np.float32),) * 2)

@@ -102,8 +102,11 @@ class LSTMCache(NamedTuple):
     x: object       # (T, N, D)
     hs: object      # (T+1, N, H): h0, h1, ..., hT (the forward returns the view hs[1:])
     cs: object      # (T+1, N, H): c0, c1, ..., cT
+    h_in: object    # (T, N, H): the hidden state entering each step (keep * h_{t-1})
+    c_in: object    # (T, N, H): the cell state entering each step
     ifgo: object    # (T, N, 4H) activated gates
     tanh_c: object  # (T, N, H)
+    keep: object    # (T, N, 1) or None
     Wx: object
     Wh: object
 
@@ -121,13 +124,19 @@ def _sigmoid_as_tanh(xp, H, dtype):
     return scale, shift
 
 
-def lstm_forward(x, h0, c0, Wx, Wh, b):
+def lstm_forward(x, h0, c0, Wx, Wh, b, *, keep=None):
     """Run T steps: x (T, N, D), h0 and c0 (N, H) -> (hs (T, N, H), cT (N, H), cache).
 
     ``hs[t]`` is the hidden state after step t, so ``hs[-1]`` is the final one.
     ``hs`` and ``cT`` are views into the cache: read them, do not write into them.
+
+    ``keep`` (T, N), optional: step t starts from ``keep[t] * h_{t-1}`` and
+    ``keep[t] * c_{t-1}`` (h_{-1} = h0). A 0 resets a batch row's state to zero
+    before step t (a new episode starts there) and stops every gradient from
+    flowing back across that point; ``keep[0]`` applies to h0 and c0. None means
+    all ones (and skips the masking work).
     """
-    xp = get_xp(x, h0, c0, Wx, Wh, b)
+    xp = get_xp(x, h0, c0, Wx, Wh, b, keep)
     T, N, D = x.shape
     H = h0.shape[1]
     if Wx.shape != (D, 4 * H) or Wh.shape != (H, 4 * H) or b.shape != (4 * H,):
@@ -135,6 +144,8 @@ def lstm_forward(x, h0, c0, Wx, Wh, b):
                          f"got Wx {Wx.shape}, Wh {Wh.shape}, b {b.shape}")
     if T < 1:
         raise ValueError(f"x must hold at least one time step, got shape {x.shape}")
+    if keep is not None and keep.shape != (T, N):
+        raise ValueError(f"keep must have shape (T, N) = {(T, N)}, got {keep.shape}")
     dtype = x.dtype
     scale, shift = _sigmoid_as_tanh(xp, H, dtype)
     # scale * a for every step: the input projection of all T steps is one product
@@ -143,21 +154,29 @@ def lstm_forward(x, h0, c0, Wx, Wh, b):
     hs = xp.empty((T + 1, N, H), dtype=dtype)
     cs = xp.empty_like(hs)
     hs[0], cs[0] = h0, c0
+    if keep is None:
+        h_in, c_in = hs[:-1], cs[:-1]  # views: each step starts from the previous one's state
+    else:
+        keep = keep.astype(dtype, copy=False)[:, :, None]
+        h_in, c_in = xp.empty((T, N, H), dtype=dtype), xp.empty((T, N, H), dtype=dtype)
     tanh_c = xp.empty((T, N, H), dtype=dtype)
     ig = xp.empty((N, H), dtype=dtype)
     for t in range(T):
+        if keep is not None:
+            xp.multiply(hs[t], keep[t], out=h_in[t])
+            xp.multiply(cs[t], keep[t], out=c_in[t])
         a = ifgo[t]  # (N, 4H), overwritten in place by the activated gates
-        a += hs[t] @ Wh_scaled
+        a += h_in[t] @ Wh_scaled
         xp.tanh(a, out=a)
         a *= scale
         a += shift
         i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-        xp.multiply(f, cs[t], out=cs[t + 1])  # c_t = f * c_{t-1} + i * g
+        xp.multiply(f, c_in[t], out=cs[t + 1])  # c_t = f * c_{t-1} + i * g
         xp.multiply(i, g, out=ig)
         cs[t + 1] += ig
         xp.tanh(cs[t + 1], out=tanh_c[t])
         xp.multiply(o, tanh_c[t], out=hs[t + 1])  # h_t = o * tanh(c_t)
-    return hs[1:], cs[T], LSTMCache(x, hs, cs, ifgo, tanh_c, Wx, Wh)
+    return hs[1:], cs[T], LSTMCache(x, hs, cs, h_in, c_in, ifgo, tanh_c, keep, Wx, Wh)
 
 
 def lstm_backward(dhs, dcT, cache):
@@ -166,9 +185,10 @@ def lstm_backward(dhs, dcT, cache):
     dhs (T, N, H): every gradient arriving at the hidden states from outside the
     recurrence (output losses; a gradient injected at the last state is added to
     ``dhs[-1]``). dcT (N, H): the gradient arriving at the final cell state, or None.
+    dh0 and dc0 are the gradients w.r.t. h0 and c0 as passed in (before ``keep[0]``).
     """
     xp = get_xp(dhs, dcT)
-    x, hs, cs, ifgo, tanh_c, Wx, Wh = cache
+    x, hs, cs, h_in, c_in, ifgo, tanh_c, keep, Wx, Wh = cache
     T, N, D = x.shape
     H = hs.shape[2]
     if dhs.shape != (T, N, H):
@@ -193,15 +213,18 @@ def lstm_backward(dhs, dcT, cache):
             dc_t += dc
         gates, d = ifgo[t], da[t]
         xp.multiply(dc_t, gates[:, 2 * H:3 * H], out=d[:, :H])  # c = f c_prev + i g: dL/di = dc g
-        xp.multiply(dc_t, cs[t], out=d[:, H:2 * H])  # dL/df = dc c_prev
+        xp.multiply(dc_t, c_in[t], out=d[:, H:2 * H])  # dL/df = dc c_prev
         xp.multiply(dc_t, gates[:, :H], out=d[:, 2 * H:3 * H])  # dL/dg = dc i
         xp.multiply(dh_t, tanh_c[t], out=d[:, 3 * H:])  # h = o tanh(c): dL/do = dh tanh(c)
         d *= deriv[t]  # through the gate nonlinearities to the pre-activation a_t
         dc = dc_t * gates[:, H:2 * H]  # c_prev reaches c only through f * c_prev
         dh = d @ Wh.T  # h_{t-1} enters a_t through Wh: (N, 4H) @ (4H, H)
+        if keep is not None:  # the step started from keep * state: a reset row passes nothing back
+            dh *= keep[t]
+            dc *= keep[t]
     da2 = da.reshape(T * N, 4 * H)
     dx = (da2 @ Wx.T).reshape(T, N, D)  # every step's input gradient in one product
     dWx = x.reshape(T * N, D).T @ da2  # summed over steps and batch: (D, T*N) @ (T*N, 4H)
-    dWh = hs[:-1].reshape(T * N, H).T @ da2  # h_{t-1} of every step, stacked
+    dWh = h_in.reshape(T * N, H).T @ da2  # the hidden state entering every step, stacked
     db = da2.sum(axis=0)
     return dx, dh, dc, dWx, dWh, db

@@ -7,6 +7,12 @@ trainer can carry ``(h, c)`` from one window to the next (truncated BPTT):
     >>> (hs, cT), cache = lstm.forward(x, (h0, c0))       # x (T, N, D); hs (T, N, H); cT (N, H)
     >>> dx, dh0, dc0, grads = lstm.backward(dhs, dcT, cache)   # grads: {"Wx", "Wh", "b"}
 
+This differs from the plain layer contract (``forward(x) -> (y, cache)``,
+``backward(dy, cache) -> (dx, grads)``) because of the state: the backward takes
+the gradient arriving at the final cell state (``dcT``, e.g. a synthetic
+gradient, or None) and returns the gradients w.r.t. the initial state, which a
+recurrent DNI uses as the bootstrapped target of the previous window's SG.
+
 Initialisation: Wx and Wh are Xavier-normal per gate block (fan_in D or H, fan_out
 H), b is zero except the forget-gate block, which starts at ``forget_bias``
 (default 1.0, Gers et al. 2000; Jozefowicz et al. 2015): the cell then keeps most
@@ -50,19 +56,24 @@ class LSTM(Layer):
         shape = (batch, self.hidden)
         return xp.zeros(shape, self.params["Wh"].dtype), xp.zeros(shape, self.params["Wh"].dtype)
 
-    def forward(self, x, state=None):
+    def forward(self, x, state=None, *, keep=None):
         """x (T, N, input_dim), state ``(h0, c0)`` (N, H) each or None (zeros) -> ``((hs, cT), cache)``.
 
         ``hs`` (T, N, H) are the hidden states after each step, ``cT`` (N, H) the
         final cell state (the final hidden state is ``hs[-1]``). Both are views into
-        the cache: read them, do not write into them.
+        the cache: read them, do not write into them. ``keep`` (T, N), optional:
+        a 0 at ``keep[t, n]`` resets row n's state to zero before step t (a new
+        episode), cutting the gradient there too (see :func:`minidni.functional.lstm_forward`).
         """
         if x.ndim != 3 or x.shape[2] != self.input_dim:
             raise ValueError(f"LSTM({self.input_dim}, {self.hidden}) expects x of shape (T, N, {self.input_dim}), "
                              f"got {x.shape}")
         h0, c0 = self.zero_state(x.shape[1]) if state is None else state
+        if h0.shape != (x.shape[1], self.hidden) or c0.shape != h0.shape:
+            raise ValueError(f"state must be (h0, c0), each of shape (N, H) = {(x.shape[1], self.hidden)}, "
+                             f"got {h0.shape} and {c0.shape}")
         p = self.params
-        hs, cT, cache = lstm_forward(x, h0, c0, p["Wx"], p["Wh"], p["b"])
+        hs, cT, cache = lstm_forward(x, h0, c0, p["Wx"], p["Wh"], p["b"], keep=keep)
         return (hs, cT), cache
 
     def backward(self, dhs, dcT, cache):
