@@ -1,0 +1,434 @@
+"""``python -m minidni.run copy|repeat-copy|ptb``: an LSTM trained by truncated BPTT, DNI or DNI + Aux (Table 2).
+
+    python -m minidni.run copy                       # DNI vs BPTT, T=3, a few minutes on a laptop CPU
+    python -m minidni.run copy --mode dni-aux --T 4 --steps 20000 --out runs/copy_aux
+    python -m minidni.run repeat-copy --mode dni --no-compare
+    python -m minidni.run ptb --data-dir ../shared/data --T 8 --hidden 256 --steps 20000
+
+Copy / Repeat Copy stream episodes into B rows (:class:`minidni.tasks.CopyTaskStream`)
+under the 0.15-bit curriculum; the result is the longest episode length solved
+(N+3 for Copy, N·R+3 for Repeat Copy, PAPER.md §3). PTB trains on the character
+stream, evaluates bits per character on the validation split every ``--eval-every``
+steps, stops early after ``--patience`` evaluations without improvement, and scores
+the test split with the parameters of the best validation point.
+
+``--compare`` (default for copy and repeat-copy) first trains ``--mode`` and then
+plain BPTT with the same seed, options and data, so the default command shows what
+the synthetic gradient adds at the same truncation T.
+
+Writes into ``--out`` (per mode in ``--out/<mode>`` with ``--compare``):
+``summary.json`` (result, steps, wall_seconds, steps_per_second, backend, every
+option, the logs and SG diagnostics, warnings), ``copy_curriculum.png`` (or
+``ptb_bpc.png``), ``sg_diagnostics.png`` (|δ̂|/|δ| and cos(δ̂, δ) of each synthetic
+gradient with its bootstrapped target, cell-state RMS), and a checkpoint
+(``checkpoint.npz`` + ``checkpoint.json``) every ``--checkpoint-every`` steps, from
+which ``--resume`` continues exactly as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from minidni import backend
+from minidni.cli import TrainingDiverged, UsageError, add_common_args, make_parser as _make_parser
+from minidni.cli import nonnegative_float, positive_float, positive_int, run_command
+from minidni.dni.recurrent import MODES, QUANTITY, RESETS, RecurrentTrainer, char_loss, copy_loss
+from minidni.io import load_arrays, save_arrays, save_figure, write_json
+from minidni.tasks import BPCMeter, CharStream, CopyTaskStream, Curriculum, EpisodeScorer, one_hot
+from minidni.tasks.copy import IN_CHANNELS, OUT_CHANNELS
+
+__all__ = ["main_copy", "main_repeat_copy", "main_ptb", "make_parser", "run"]
+
+DRIFT_RATIO = 10.0   # warn when the SG is this many times larger than its target ...
+DRIFT_LOGS = 3       # ... for this many consecutive logs
+TASKS = {"copy": "copy", "repeat-copy": "repeat_copy", "ptb": "ptb"}
+# per-task defaults, chosen by measurement (see the project README / report)
+DEFAULTS = {
+    "copy": dict(T=3, hidden=64, batch=32, lr=3e-3, steps=6000, log_every=200),
+    "repeat-copy": dict(T=3, hidden=64, batch=32, lr=3e-3, steps=6000, log_every=200),
+    "ptb": dict(T=8, hidden=256, batch=32, lr=2e-3, steps=3000, log_every=100),
+}
+
+
+def make_parser(task: str) -> argparse.ArgumentParser:
+    """The options of ``python -m minidni.run <task>``."""
+    d = DEFAULTS[task]
+    p = _make_parser(f"python -m minidni.run {task}",
+                     f"Train an LSTM on {task} with truncated BPTT, DNI or DNI + Aux (PAPER.md §2-3).")
+    p.add_argument("--mode", choices=MODES, default="dni", help="training method")
+    p.add_argument("--compare", action=argparse.BooleanOptionalAction, default=task != "ptb",
+                   help="also train plain bptt with the same seed and options, and print both")
+    p.add_argument("--T", type=positive_int, default=d["T"], help="truncation: steps per window")
+    p.add_argument("--hidden", type=positive_int, default=d["hidden"], help="LSTM units (paper: 256 Copy, 1024 PTB)")
+    p.add_argument("--batch", type=positive_int, default=d["batch"], help="parallel streams (batch rows)")
+    p.add_argument("--lr", type=positive_float, default=d["lr"], help="Adam learning rate of the LSTM and heads")
+    p.add_argument("--sg-lr", type=positive_float, default=None, help="Adam learning rate of the SG model (default --lr/10)")
+    p.add_argument("--sg-scale", type=nonnegative_float, default=0.1, help="factor on the SG before it is injected")
+    p.add_argument("--aux-weight", type=nonnegative_float, default=0.1, help="weight λ of the dni-aux loss")
+    p.add_argument("--reset-state", choices=RESETS, default="episode",
+                   help="zero a row's LSTM state when its episode ends, or never (ptb: only at a new pass)")
+    p.add_argument("--clip", type=nonnegative_float, default=1.0, help="max global gradient norm per window (0: off)")
+    p.add_argument("--steps", type=positive_int, default=d["steps"], help="training windows")
+    p.add_argument("--log-every", type=positive_int, default=d["log_every"],
+                   help="windows between logs, divergence checks and SG diagnostics")
+    p.add_argument("--checkpoint-every", type=positive_int, default=1000, help="windows between checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
+    if task == "ptb":
+        p.add_argument("--eval-every", type=positive_int, default=500, help="windows between validation evaluations")
+        p.add_argument("--patience", type=positive_int, default=5,
+                       help="stop after this many validation evaluations without improvement")
+        p.add_argument("--eval-batch", type=positive_int, default=32, help="parallel streams when evaluating")
+        p.add_argument("--eval-chars", type=positive_int, default=None,
+                       help="score only the first ~N characters of valid/test (default: all)")
+        p.add_argument("--no-verify", dest="verify", action="store_false",
+                       help="skip the PTB files' SHA-256 check (generated test files)")
+    add_common_args(p, default_out=f"runs/{task}")
+    return p
+
+
+# -- one run -------------------------------------------------------------------------------------
+class _Run:
+    """A training run's mutable parts (trainer, streams, logs) and their checkpoint."""
+
+    def __init__(self, args: argparse.Namespace, task: str, mode: str, out: Path, data=None):
+        self.args, self.task, self.mode, self.out = args, task, mode, out
+        self.xp = backend.set_backend(args.backend)
+        self.copy = task != "ptb"
+        if self.copy:
+            self.curriculum = Curriculum(TASKS[task])
+            self.stream = CopyTaskStream(self.curriculum, args.batch, rng=np.random.default_rng([args.seed, 1]))
+            self.scorer = EpisodeScorer(args.batch)
+            dims = (IN_CHANNELS, OUT_CHANNELS)
+        else:
+            self.data = data
+            self.vocab = len(data.vocab)
+            self.stream = CharStream(data.train, args.batch)
+            dims = (self.vocab, self.vocab)
+            self.best = {"valid_bpc": math.inf, "step": 0}
+            self.best_params: dict | None = None
+            self.bad_evals = 0
+            self.evals: list[dict] = []
+        self.trainer = RecurrentTrainer(*dims, args.hidden, mode=mode, lr=args.lr, sg_lr=args.sg_lr,
+                                        sg_scale=args.sg_scale, aux_weight=args.aux_weight, clip=args.clip,
+                                        reset=args.reset_state, rng=np.random.default_rng(args.seed))
+        self.logs: list[dict] = []
+        self.warnings: list[str] = []
+        self.drift = 0
+        self.train_seconds = 0.0
+        self.stopped_early = False
+
+    # -- checkpoint ------------------------------------------------------------------------
+    def _options(self) -> dict:
+        skip = {"resume", "progress", "out", "steps", "checkpoint_every", "compare", "data_dir"}
+        return {k: str(v) if isinstance(v, Path) else v for k, v in vars(self.args).items() if k not in skip}
+
+    def save(self) -> None:
+        arrays, meta = self.trainer.state_dict()
+        host = {"options": self._options(), "mode": self.mode, "trainer": meta, "stream": self.stream.state_dict(),
+                "logs": self.logs, "warnings": self.warnings, "drift": self.drift,
+                "train_seconds": self.train_seconds}
+        if self.copy:
+            host.update(curriculum=self.curriculum.state_dict(), scorer=self.scorer.state_dict())
+        else:
+            host.update(best=self.best, bad_evals=self.bad_evals, evals=self.evals)
+            if self.best_params is not None:
+                arrays.update({f"best.{k}": v for k, v in self.best_params.items()})
+        save_arrays(self.out / "checkpoint.npz", arrays)
+        write_json(self.out / "checkpoint.json", host)  # written last: it marks a complete checkpoint
+
+    def load(self) -> None:
+        import json  # noqa: PLC0415
+
+        path = self.out / "checkpoint.json"
+        if not path.exists():
+            raise UsageError(f"--resume: no checkpoint in {self.out} (expected {path})")
+        host = json.loads(path.read_text())
+        if host["options"] != self._options() or host["mode"] != self.mode:
+            diff = sorted(k for k in set(host["options"]) | set(self._options())
+                          if host["options"].get(k) != self._options().get(k))
+            raise UsageError(f"--resume: the checkpoint in {self.out} was made with different options ({', '.join(diff) or 'mode'}); "
+                             f"rerun with the same options or another --out")
+        arrays = load_arrays(self.out / "checkpoint.npz")
+        best = {k[5:]: v for k, v in arrays.items() if k.startswith("best.")}
+        self.trainer.load_state_dict({k: v for k, v in arrays.items() if not k.startswith("best.")}, host["trainer"])
+        if self.copy:
+            self.curriculum.load_state_dict(host["curriculum"])
+            self.scorer.load_state_dict(host["scorer"])
+        else:
+            self.best, self.bad_evals, self.evals = host["best"], host["bad_evals"], host["evals"]
+            self.best_params = best or None
+        self.stream.load_state_dict(host["stream"])
+        self.logs, self.warnings, self.drift = host["logs"], host["warnings"], host["drift"]
+        self.train_seconds = host["train_seconds"]
+
+    # -- training ----------------------------------------------------------------------------
+    def window(self) -> None:
+        """Train one window (and feed the curriculum with the episodes that ended in it)."""
+        xp, tr = self.xp, self.trainer
+        if self.copy:
+            w = self.stream.next_window(self.args.T)
+            target, mask = backend.to_device(w.target, xp), backend.to_device(w.mask, xp)
+            out = {}
+
+            def loss_grad(logits):
+                loss, dlogits, out["bits"] = copy_loss(logits, target, mask)
+                return loss, dlogits
+
+            tr.train_window(backend.to_device(w.x, xp), loss_grad, episode_end=w.episode_end)
+            self.curriculum.update(self.scorer.update(out["bits"], w.episode_end, w.level))
+        else:
+            w = self.stream.next_window(self.args.T)
+            if w.first:
+                tr.reset_state()
+            labels = backend.to_device(w.y, xp)
+            tr.train_window(one_hot(w.x, self.vocab, xp=xp), lambda logits: char_loss(logits, labels))
+
+    def log(self, step: int, bar) -> dict:
+        d = self.trainer.collect_diagnostics()
+        bad = d.get("first_nonfinite")
+        if bad is not None:
+            at, field = bad
+            last = self.logs[-1]["sg_ratio"] if self.logs else math.nan
+            raise TrainingDiverged(
+                f"{QUANTITY[field]} became NaN or inf at step {at} (the SG's ratio to its target at the last log: "
+                f"{last:.3g}); try --sg-lr smaller, --sg-scale smaller, --reset-state episode, or --clip 1")
+        entry = {"step": step, "train_seconds": self.train_seconds, **{k: v for k, v in d.items() if k != "first_nonfinite"}}
+        if self.copy:
+            entry.update(level=self.curriculum.level, episode_steps=self.curriculum.num_steps(),
+                         max_episode_length=self.curriculum.max_episode_length,
+                         recent_bits=self.curriculum.recent_mean)
+        else:
+            entry["train_bpc"] = d["loss"] / self.args.T / math.log(2.0)
+        self.logs.append(entry)
+        ratio = d.get("sg_ratio", math.nan)
+        self.drift = self.drift + 1 if ratio > DRIFT_RATIO else 0
+        if self.drift >= DRIFT_LOGS and not self.warnings:
+            msg = (f"WARNING: step {step}: the synthetic gradient has been more than {DRIFT_RATIO:g}x its "
+                   f"bootstrapped target for {DRIFT_LOGS} logs (ratio {ratio:.1f}, cosine {d['sg_cosine']:.2f}); "
+                   f"it may be diverging: try --sg-lr smaller, --sg-scale smaller or --reset-state episode")
+            self.warnings.append(msg)
+            bar.write(msg)
+        return entry
+
+    def evaluate(self, ids) -> float:
+        """Bits per character of the model on ``ids`` (state carried across windows, reset once)."""
+        tr, xp = self.trainer, self.xp
+        ids = ids if self.args.eval_chars is None else ids[:self.args.eval_chars + 1]
+        stream = CharStream(ids, min(self.args.eval_batch, len(ids) - 1))
+        meter, state = BPCMeter(), None
+        for w in stream.iter_pass(100):
+            logits, state = tr.forward_logits(one_hot(w.x, self.vocab, xp=xp), state)
+            loss, _ = char_loss(logits, backend.to_device(w.y, xp))
+            meter.add(loss / w.x.shape[0], w.x.size)
+        return meter.bpc
+
+    def maybe_evaluate(self, step: int) -> bool:
+        """PTB: validation BPC, best-so-far bookkeeping; returns True to stop early."""
+        bpc = self.evaluate(self.data.valid)
+        self.evals.append({"step": step, "valid_bpc": bpc, "train_seconds": self.train_seconds})
+        if not math.isfinite(bpc):
+            raise TrainingDiverged(f"the validation BPC became {bpc} at step {step}; try --lr smaller or --clip 1")
+        if bpc < self.best["valid_bpc"]:
+            self.best = {"valid_bpc": bpc, "step": step}
+            self.best_params = {k: np.array(backend.to_numpy(v)) for k, v in self.trainer.core_params.items()}
+            self.bad_evals = 0
+        else:
+            self.bad_evals += 1
+        return self.bad_evals >= self.args.patience
+
+    def train(self) -> dict:
+        from tqdm import tqdm  # noqa: PLC0415  (only the command line shows a bar)
+
+        args = self.args
+        self.out.mkdir(parents=True, exist_ok=True)
+        if args.resume and (self.out / "checkpoint.json").exists():
+            self.load()
+        start_step = self.trainer.step
+        wall0 = time.perf_counter()
+        bar = tqdm(total=args.steps, initial=start_step, unit="step", disable=not args.progress, mininterval=1.0,
+                   dynamic_ncols=True, desc=self.mode)
+        step = start_step
+        while step < args.steps and not self.stopped_early:
+            t0 = time.perf_counter()
+            self.window()
+            step = self.trainer.step
+            if step % args.log_every == 0 or step == args.steps:
+                entry = self.log(step, bar)
+                post = ({"N": self.curriculum.lengths()[0], "bits": f"{entry['recent_bits']:.2f}"} if self.copy
+                        else {"bpc": f"{entry['train_bpc']:.3f}"})
+                post["steps/s"] = f"{step / max(self.train_seconds, 1e-9):.0f}"
+                bar.set_postfix(post, refresh=False)
+            backend.synchronize(self.xp)
+            self.train_seconds += time.perf_counter() - t0
+            if not self.copy and (step % args.eval_every == 0 or step == args.steps):
+                self.stopped_early = self.maybe_evaluate(step)
+            if step % args.checkpoint_every == 0:
+                self.save()
+            bar.update(1)
+        bar.close()
+        return self.summary(time.perf_counter() - wall0)
+
+    def summary(self, wall: float) -> dict:
+        args = self.args
+        ratios = [e["sg_ratio"] for e in self.logs if math.isfinite(e.get("sg_ratio", math.nan))]
+        cosines = [e["sg_cosine"] for e in self.logs if math.isfinite(e.get("sg_cosine", math.nan))]
+        s = {"task": self.task, "mode": self.mode, "T": args.T, "steps": self.trainer.step,
+             "wall_seconds": wall, "train_seconds": self.train_seconds,
+             "steps_per_second": self.trainer.step / max(self.train_seconds, 1e-9), "backend": args.backend,
+             "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+             "diagnostics": {"final_sg_ratio": ratios[-1] if ratios else None,
+                             "max_sg_ratio": max(ratios) if ratios else None,
+                             "final_sg_cosine": cosines[-1] if cosines else None,
+                             "final_cell_rms": self.logs[-1]["cell_rms"] if self.logs else None},
+             "warnings": self.warnings, "logs": self.logs}
+        if self.copy:
+            s.update(max_episode_length=self.curriculum.max_episode_length, level=self.curriculum.level,
+                     curriculum=self.curriculum.state_dict())
+        else:
+            if self.best_params is not None:  # test at the best validation point
+                for k, v in self.trainer.core_params.items():
+                    v[...] = backend.to_device(self.best_params[k], self.xp)
+            s.update(valid_bpc=self.best["valid_bpc"], best_step=self.best["step"], evals=self.evals,
+                     test_bpc=self.evaluate(self.data.test), stopped_early=self.stopped_early)
+        write_json(self.out / "summary.json", s)
+        return s
+
+
+# -- figures ---------------------------------------------------------------------------------------
+def _plt():
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def _label(s: dict) -> str:
+    return f"{s['mode']} T={s['T']}"
+
+
+def plot_progress(summaries: list[dict], path: Path) -> None:
+    """Copy/Repeat Copy: solved episode length vs steps; PTB: train and validation BPC vs steps."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
+    task = summaries[0]["task"]
+    for s in summaries:
+        steps = [e["step"] for e in s["logs"]]
+        if task == "ptb":
+            line, = ax.plot(steps, [e["train_bpc"] for e in s["logs"]], alpha=0.6, label=f"{_label(s)} train")
+            ax.plot([e["step"] for e in s["evals"]], [e["valid_bpc"] for e in s["evals"]], marker="o",
+                    color=line.get_color(), label=f"{_label(s)} valid (test {s['test_bpc']:.3f})")
+        else:
+            line, = ax.step(steps, [e["max_episode_length"] for e in s["logs"]], where="post",
+                            label=f"{_label(s)}: solved length (final {s['max_episode_length']})")
+    ax.set_xlabel("training step (windows of T time steps)")
+    if task == "ptb":
+        ax.set_ylabel("bits per character")
+        ax.set_title(f"PTB characters: BPC (H={summaries[0]['options']['hidden']})")
+    else:
+        ax.set_ylabel("longest episode length solved (N+3 / N·R+3)")
+        ax.set_title(f"{task}: curriculum (H={summaries[0]['options']['hidden']}, "
+                     f"batch {summaries[0]['options']['batch']}, 0.15-bit rule)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def plot_sg(summaries: list[dict], path: Path) -> None:
+    """|δ̂|/|δ| (log), cos(δ̂, δ) and cell-state RMS vs steps, for each run."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), layout="constrained")
+    for s in summaries:
+        steps = [e["step"] for e in s["logs"]]
+        if s["mode"] != "bptt":
+            axes[0].plot(steps, [e["sg_ratio"] for e in s["logs"]], label=_label(s))
+            axes[1].plot(steps, [e["sg_cosine"] for e in s["logs"]], label=_label(s))
+        axes[2].plot(steps, [e["cell_rms"] for e in s["logs"]], label=_label(s))
+    axes[0].axhline(DRIFT_RATIO, color="red", ls="--", lw=1, label=f"warning level ({DRIFT_RATIO:g}x)")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("|SG| / |bootstrapped target|")
+    axes[0].set_title("synthetic gradient norm ratio")
+    axes[1].set_ylabel("cos(SG, bootstrapped target)")
+    axes[1].set_ylim(-0.2, 1.0)
+    axes[1].set_title("synthetic gradient alignment")
+    axes[2].set_ylabel("cell state RMS (per unit)")
+    axes[2].set_title("LSTM cell state scale at window ends")
+    for ax in axes:
+        ax.set_xlabel("training step (windows)")
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"{summaries[0]['task']}: SG diagnostics (mean over each log interval)")
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def _human(prog: str, s: dict) -> str:
+    speed = f"{s['steps']} steps ({s['wall_seconds']:.0f} s, {s['steps_per_second']:.0f} steps/s)"
+    if s["task"] == "ptb":
+        return f"{prog}: {_label(s)}: test BPC {s['test_bpc']:.3f} (valid {s['valid_bpc']:.3f} at step {s['best_step']}) after {speed}"
+    what = "Copy" if s["task"] == "copy" else "Repeat Copy"
+    return f"{prog}: {_label(s)}: solved {what} episodes up to length {s['max_episode_length']} in {speed}"
+
+
+def run(args: argparse.Namespace, task: str, data=None, prog: str = "minidni") -> list[dict]:
+    """Train as ``args`` say (``--mode``, then bptt with ``--compare``); write outputs; return the summaries."""
+    modes = [args.mode] + (["bptt"] if args.compare and args.mode != "bptt" else [])
+    summaries = []
+    for mode in modes:
+        out = args.out / mode if len(modes) > 1 else args.out
+        s = _Run(args, task, mode, out, data).train()
+        fig_name = "ptb_bpc.png" if task == "ptb" else "copy_curriculum.png"
+        plot_progress([s], out / fig_name)
+        plot_sg([s], out / "sg_diagnostics.png")
+        print(_human(prog, s), flush=True)
+        summaries.append(s)
+    if len(summaries) > 1:
+        plot_progress(summaries, args.out / ("ptb_bpc.png" if task == "ptb" else "copy_curriculum.png"))
+        plot_sg(summaries, args.out / "sg_diagnostics.png")
+        write_json(args.out / "compare.json", {s["mode"]: {k: v for k, v in s.items() if k != "logs"} for s in summaries})
+    return summaries
+
+
+def _main(task: str, argv: Sequence[str] | None) -> int:
+    parser = make_parser(task)
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # --help, or a bad option already reported in one line
+        return int(exc.code or 0)
+
+    def body() -> int:
+        data = None
+        if task == "ptb":
+            from minidni.data.ptb import load_ptb_chars  # noqa: PLC0415
+
+            data = load_ptb_chars(args.data_dir, verify=args.verify)
+        run(args, task, data, parser.prog)
+        return 0
+
+    return run_command(parser.prog, body)
+
+
+def main_copy(argv: Sequence[str] | None = None) -> int:
+    """``python -m minidni.run copy``."""
+    return _main("copy", argv)
+
+
+def main_repeat_copy(argv: Sequence[str] | None = None) -> int:
+    """``python -m minidni.run repeat-copy``."""
+    return _main("repeat-copy", argv)
+
+
+def main_ptb(argv: Sequence[str] | None = None) -> int:
+    """``python -m minidni.run ptb``."""
+    return _main("ptb", argv)
