@@ -35,13 +35,12 @@ gradients by global norm. ``s_k`` waits (``pending``) until window k+1 brings it
 
 **Episode resets** (``reset="episode"``): after a step where ``episode_end[t, b]`` is
 True, row b's state is zeroed before step t+1, so neither state nor gradient
-crosses an episode boundary. The window's forward is split at the steps where any
-row ends an episode: each piece is one fast :func:`lstm_forward` call, and between
-pieces ``(h, c)`` are multiplied by the keep mask ``1 - episode_end[t]``; the
-backward runs the pieces in reverse and multiplies ``(dh, dc)`` by the same mask.
-A row whose episode ends at the window's last step gets no synthetic gradient (it
-has no future) and its M prediction gets no regression target. ``reset="never"``
-carries the state across episodes (one piece per window). :meth:`reset_state`
+crosses an episode boundary. Inside a window this is the ``keep`` mask of
+:func:`minidni.functional.lstm_forward` (one fast call per window whatever the
+rows' phases); at the window's end the carried state is multiplied by
+``1 - episode_end[-1]``. A row whose episode ends at the window's last step gets
+no synthetic gradient (it has no future) and its M prediction gets no regression
+target. ``reset="never"`` carries the state across episodes. :meth:`reset_state`
 zeroes every row and drops the pending SG input (e.g. at the start of a PTB pass).
 
 **Diagnostics** are device arrays collected every window and copied to the host only
@@ -182,60 +181,40 @@ class RecurrentTrainer:
         """Zero every row's state and forget the pending SG input (its target will not come)."""
         self.state, self.pending = None, None
 
-    def _pieces(self, T: int, episode_end) -> list[tuple[int, int]]:
-        """Step ranges [a, b) of the window: split after every step where some row's episode ends."""
-        if episode_end is None:
-            return [(0, T)]
-        cuts = (np.flatnonzero(np.asarray(episode_end)[:-1].any(axis=1)) + 1).tolist()
-        bounds = [0, *cuts, T]
-        return list(zip(bounds[:-1], bounds[1:]))
+    def _keep(self, x, ends):
+        """(T, B) keep mask for :func:`minidni.functional.lstm_forward`, or None without resets.
 
-    def _forward(self, x, state, pieces, keep):
-        """Forward over the pieces; returns hs (T, B, H), cT (B, H), caches."""
-        xp = get_xp(x)
-        h, c = state
-        hs_parts, caches = [], []
-        for a, b in pieces:
-            if a > 0:  # rows whose episode ended at step a-1 start from zero
-                h, c = h * keep[a - 1], c * keep[a - 1]
-            (hs, c), cache = self.lstm.forward(x[a:b], (h, c))
-            h = hs[-1]
-            hs_parts.append(hs)
-            caches.append(cache)
-        hs = hs_parts[0] if len(hs_parts) == 1 else xp.concatenate(hs_parts, axis=0)
-        return hs, c, caches
+        ``keep[t] = 0`` for a row whose episode ended at step t-1, so its state is
+        zeroed before step t and no gradient crosses back. ``keep[0] = 1``: a row
+        whose episode ended at the previous window's last step was already zeroed
+        when the state was carried over.
+        """
+        if ends is None:
+            return None
+        ends = np.asarray(ends, bool)
+        keep = np.ones(ends.shape, x.dtype)
+        keep[1:] = ~ends[:-1]
+        return to_device(keep, get_xp(x))
 
-    def _backward(self, dhs, dcT, pieces, keep, caches):
-        """Backward over the pieces in reverse; returns (dh0, dc0, lstm grads summed over pieces)."""
-        dh, dc, grads = None, dcT, None
-        for (a, b), cache in zip(reversed(pieces), reversed(caches)):
-            if dh is not None:
-                dhs[b - 1] += dh  # the next piece's dh0 arrives at this piece's last hidden state
-            _, dh, dc, g = self.lstm.backward(dhs[a:b], dc, cache)
-            grads = g if grads is None else {k: grads[k] + g[k] for k in g}
-            if a > 0:  # the reset cut the dependence on the previous step for these rows
-                dh, dc = dh * keep[a - 1], dc * keep[a - 1]
-        return dh, dc, grads
+    @staticmethod
+    def _carry(x, ends):
+        """(B, 1): 0 for rows whose episode ends at the window's last step (their state is not carried)."""
+        if ends is None:
+            return None
+        return to_device((~np.asarray(ends, bool)[-1]).astype(x.dtype)[:, None], get_xp(x))
 
     def forward_logits(self, x, state=None, episode_end=None):
         """Inference: x (T, B, D) -> (logits (T, B, C), final state); no training, nothing stored."""
         T, B, _ = x.shape
         state = self.lstm.zero_state(B) if state is None else state
         ends = episode_end if self.reset == "episode" else None
-        keep = self._keep(x, ends)
-        pieces = self._pieces(T, ends)
-        hs, cT, _ = self._forward(x, state, pieces, keep)
+        (hs, cT), _ = self.lstm.forward(x, state, keep=self._keep(x, ends))
         logits, _ = self.head.forward(hs.reshape(T * B, self.hidden))
         h, c = hs[-1], cT
-        if keep is not None:
-            h, c = h * keep[-1], c * keep[-1]
+        carry = self._carry(x, ends)
+        if carry is not None:
+            h, c = h * carry, c * carry
         return logits.reshape(T, B, -1), (h.copy(), c.copy())
-
-    def _keep(self, x, ends):
-        """(T, B, 1) mask, 0 after a step that ends a row's episode, or None without resets."""
-        if ends is None:
-            return None
-        return to_device((~np.asarray(ends, bool)).astype(x.dtype)[..., None], get_xp(x))
 
     # -- one window ------------------------------------------------------------------------
     def train_window(self, x, loss_grad: Callable[[Any], tuple], episode_end=None):
@@ -251,15 +230,13 @@ class RecurrentTrainer:
         if self.state is None:
             self.state = self.lstm.zero_state(B)
         ends = episode_end if self.reset == "episode" else None
-        keep = self._keep(x, ends)
-        pieces = self._pieces(T, ends)
-        hs, cT, caches = self._forward(x, self.state, pieces, keep)
+        (hs, cT), lstm_cache = self.lstm.forward(x, self.state, keep=self._keep(x, ends))
         logits, head_cache = self.head.forward(hs.reshape(T * B, H))
         loss, dlogits = loss_grad(logits.reshape(T, B, -1))[:2]
         dflat, head_grads = self.head.backward(dlogits.reshape(T * B, -1), head_cache)
         dhs = dflat.reshape(T, B, H)
         grads = {f"head.{k}": v for k, v in head_grads.items()}
-        keep_last = None if keep is None else keep[-1]
+        keep_last = self._carry(x, ends)
         dcT = s = p = None
         aux_loss = xp.zeros((), x.dtype)
         if self.uses_sg:
@@ -277,7 +254,7 @@ class RecurrentTrainer:
             dh_aux, aux_grads = self.aux.backward(diff * (self.aux_weight / B), aux_cache)
             dhs[0] += dh_aux  # the aux loss trains the core through the first hidden state
             grads.update({f"aux.{k}": v for k, v in aux_grads.items()})
-        dh0, dc0, lstm_grads = self._backward(dhs, dcT, pieces, keep, caches)
+        _, dh0, dc0, lstm_grads = self.lstm.backward(dhs, dcT, lstm_cache)
         grads.update({f"lstm.{k}": v for k, v in lstm_grads.items()})
         sg_diag = self._fit_sg(xp, dh0, dc0, B) if self.pending is not None else xp.zeros(4, x.dtype)
         self.pending = (s, p, keep_last) if self.uses_sg else None
