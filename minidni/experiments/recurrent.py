@@ -183,7 +183,13 @@ class _Run:
                 return loss, dlogits
 
             tr.train_window(backend.to_device(w.x, xp), loss_grad, episode_end=w.episode_end)
-            self.curriculum.update(self.scorer.update(out["bits"], w.episode_end, w.level))
+            episodes = self.scorer.update(out["bits"], w.episode_end, w.level)
+            bad = [e.bits for e in episodes if not math.isfinite(e.bits)]
+            if bad:
+                raise TrainingDiverged(
+                    f"the episode error became NaN or inf ({bad[0]} bits) at step {tr.step}; "
+                    "try a smaller --lr, --clip 1, a smaller --sg-lr or --sg-scale, or --reset-state episode")
+            self.curriculum.update(episodes)
         else:
             w = self.stream.next_window(self.args.T)
             if w.first:
@@ -256,6 +262,20 @@ class _Run:
         bar = tqdm(total=args.steps, initial=start_step, unit="step", disable=not args.progress, mininterval=1.0,
                    dynamic_ncols=True, desc=self.mode)
         step = start_step
+        # NaN/inf are detected at each log (TrainingDiverged names the quantity and the step),
+        # so NumPy's overflow warnings on the way there would only add noise
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                self._loop(bar, step)
+        except TrainingDiverged as exc:  # keep what was learnt about the failure, then stop
+            bar.close()
+            self.summary(time.perf_counter() - wall0, diverged=str(exc))
+            raise
+        bar.close()
+        return self.summary(time.perf_counter() - wall0)
+
+    def _loop(self, bar, step: int) -> None:
+        args = self.args
         while step < args.steps and not self.stopped_early:
             t0 = time.perf_counter()
             self.window()
@@ -273,10 +293,9 @@ class _Run:
             if step % args.checkpoint_every == 0:
                 self.save()
             bar.update(1)
-        bar.close()
-        return self.summary(time.perf_counter() - wall0)
 
-    def summary(self, wall: float) -> dict:
+    def summary(self, wall: float, diverged: str | None = None) -> dict:
+        """Write ``summary.json``; ``diverged``: the TrainingDiverged message of a stopped run."""
         args = self.args
         ratios = [e["sg_ratio"] for e in self.logs if math.isfinite(e.get("sg_ratio", math.nan))]
         cosines = [e["sg_cosine"] for e in self.logs if math.isfinite(e.get("sg_cosine", math.nan))]
@@ -288,11 +307,11 @@ class _Run:
                              "max_sg_ratio": max(ratios) if ratios else None,
                              "final_sg_cosine": cosines[-1] if cosines else None,
                              "final_cell_rms": self.logs[-1]["cell_rms"] if self.logs else None},
-             "warnings": self.warnings, "logs": self.logs}
+             "warnings": self.warnings, "diverged": diverged, "logs": self.logs}
         if self.copy:
             s.update(max_episode_length=self.curriculum.max_episode_length, level=self.curriculum.level,
                      curriculum=self.curriculum.state_dict())
-        else:
+        elif diverged is None:
             if self.best_params is not None:  # test at the best validation point
                 for k, v in self.trainer.core_params.items():
                     v[...] = backend.to_device(self.best_params[k], self.xp)
