@@ -1,0 +1,377 @@
+"""A network's modules trained in parallel Ray workers: the decoupled (DNI) pipeline and the locked (bprop) one.
+
+    >>> init_ray()                                     # or init_ray("HEAD:6379") to join a cluster
+    >>> trainer = build_trainer(nets, method="cdni", ...)
+    >>> with Pipeline(trainer, workers=2) as pipe:     # the trainer's modules move into 2 workers
+    ...     for step, (x, y) in enumerate(batches, start=1):
+    ...         for done in pipe.submit(step, x, y):   # steps finished so far: {"step", "loss", ...}
+    ...             print(done["step"], done["loss"])
+    ...     pipe.drain()
+    ...     print(pipe.error_percent(x_test, y_test), pipe.report())
+
+The ``n`` modules are cut into ``workers`` consecutive groups (:func:`balanced_groups`:
+as equal as possible in parameter count, a proxy for their compute), and each
+group (a :class:`~minidni.distributed.stage.Stage`) lives in its own worker
+process (:class:`~minidni.distributed.worker.StageWorker`), whose BLAS is pinned to one
+thread so that K workers use K cores.
+
+Decoupled (``dni``/``cdni``). For every minibatch the driver puts the batch in
+the object store and submits one ``dni_step`` per worker, each taking the
+previous worker's output REFERENCE (the array goes from worker to worker, not
+through the driver). A worker runs forward, asks its synthesizer, backward and
+updates, returns its output and moves on to the next minibatch; the gradient
+at its input goes to the worker below as a message, which that worker applies
+(its synthesizer's regression) between two of its own steps. Nothing waits
+for the workers above. With the complete unlock each worker also gets the
+batch itself and its input comes from its synthetic-input model, so no worker
+waits for the one below either.
+
+Locked (``bprop``). ``bprop_forward`` on every worker, then ``bprop_backward``
+from the top down; each worker keeps its caches until the gradient from above
+arrives, and only then updates. Ray runs one caller's calls on an actor in the
+order they were submitted, so the next forward on a worker always comes after
+its backward: this is plain backprop, spread over processes.
+
+In flight. At most ``window`` minibatches are in the pipeline: before a new
+one goes in, the oldest must be finished by every worker. That bounds memory
+(activations, caches, pending predictions) and the staleness of the
+synthesizers' targets, which every worker records (``report()``).
+
+Lock-step (``lockstep=True``): window 1, the driver submits to one worker at a
+time and waits, and every message is applied before its sender returns. The
+order of operations is then exactly that of the single-process
+:class:`~minidni.dni.feedforward.FeedForwardTrainer`, so the parameters agree
+to round-off (the tests check it): a debugging mode, with no parallelism.
+
+Failures. A worker that dies makes the next ``submit``/``drain`` raise
+:class:`WorkerDied` naming the group, its modules and the step.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
+
+from minidni.cli import TrainingDiverged, UsageError
+from minidni.distributed.stage import Stage
+from minidni.distributed.state import subset
+from minidni.distributed.worker import BLAS_ENV, StageWorker
+
+__all__ = ["Pipeline", "WorkerDied", "balanced_groups", "make_stages", "spawn_workers", "require_ray", "init_ray", "RAY_MISSING", "MODES"]
+
+RAY_MISSING = 'Ray is not installed: pip install -e ".[distributed]"'
+MODES = {"bprop": "locked", "dni": "decoupled", "cdni": "decoupled"}
+
+
+class WorkerDied(TrainingDiverged):
+    """A pipeline worker's process died; the message names the group, its modules and the step.
+
+    A subclass of :class:`~minidni.cli.TrainingDiverged` so that
+    :func:`minidni.cli.run_command` reports it in one line.
+    """
+
+    def __init__(self, message: str, *, group: int, step: int):
+        super().__init__(message)
+        self.group, self.step = group, step
+
+
+def require_ray():
+    """The ``ray`` module, or :class:`~minidni.cli.UsageError` with the install command."""
+    try:
+        import ray  # noqa: PLC0415  (an optional dependency)
+    except ImportError:
+        raise UsageError(RAY_MISSING) from None
+    return ray
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool:
+    """Connect to Ray: join the cluster at ``address``, or start a local instance with ``num_cpus``
+    (default ``os.cpu_count()``). Returns True if this call started or joined Ray (so the caller
+    should ``ray.shutdown()`` when done), False if Ray was already initialised."""
+    import logging  # noqa: PLC0415
+
+    ray = require_ray()
+    if ray.is_initialized():
+        return False
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}  # failures arrive as exceptions
+    if address:
+        ray.init(address=address, **quiet)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **quiet)
+    return True
+
+
+def balanced_groups(costs: Sequence[float], k: int) -> list[tuple[int, int]]:
+    """Cut ``costs`` into ``k`` consecutive non-empty groups ``[(start, stop), ...]`` minimising the largest sum."""
+    n = len(costs)
+    if not 1 <= k <= n:
+        raise ValueError(f"cannot cut {n} modules into {k} groups (accepted: 1 to {n} workers)")
+    prefix = np.concatenate([[0.0], np.cumsum(costs, dtype=np.float64)])
+    # best[j][m]: smallest possible largest group when the first m modules form j groups
+    best = np.full((k + 1, n + 1), np.inf)
+    cut = np.zeros((k + 1, n + 1), dtype=int)
+    best[0][0] = 0.0
+    for j in range(1, k + 1):
+        for m in range(j, n + 1):
+            for s in range(j - 1, m):
+                value = max(best[j - 1][s], prefix[m] - prefix[s])
+                if value < best[j][m]:
+                    best[j][m], cut[j][m] = value, s
+    groups, m = [], n
+    for j in range(k, 0, -1):
+        groups.append((int(cut[j][m]), m))
+        m = cut[j][m]
+    return groups[::-1]
+
+
+def spawn_workers(count: int, *, cpus_per_worker: float = 1.0) -> list:
+    """Start ``count`` empty worker actors (one process each, BLAS pinned to 1 thread, ``cpus_per_worker`` CPUs).
+
+    A :class:`Pipeline` starts its own; pass these as ``actors=`` to reuse
+    processes across several pipelines (each set up after the previous drained).
+    """
+    ray = require_ray()
+    available = ray.cluster_resources().get("CPU", 0.0)
+    if count * cpus_per_worker > available:
+        raise UsageError(f"{count} workers x {cpus_per_worker:g} CPU need {count * cpus_per_worker:g} CPUs; "
+                         f"the Ray cluster has {available:g} (use fewer --workers or add nodes)")
+    remote = ray.remote(StageWorker).options(num_cpus=cpus_per_worker, max_restarts=0, max_task_retries=0,
+                                             runtime_env={"env_vars": dict(BLAS_ENV)})
+    return [remote.remote() for _ in range(count)]
+
+
+def make_stages(trainer, groups: Sequence[tuple[int, int]]) -> list[Stage]:
+    """One :class:`Stage` per ``(start, stop)`` group, holding ``trainer``'s pieces (the same objects, not copies)."""
+    n, unlock = len(trainer.modules), trainer.input_models is not None
+    return [Stage(trainer.modules[a:b], first=a, num_modules=n, synthesizers=trainer.synthesizers[a:min(b, n - 1)],
+                  input_models=[None if i == 0 else trainer.input_models[i - 1] for i in range(a, b)]
+                  if unlock else None, loss=trainer.loss_fn) for a, b in groups]
+
+
+def _module_cost(module) -> float:
+    return float(sum(int(p.size) for p in module.net.params.values()))
+
+
+class Pipeline:
+    """The modules (and synthesizers, input models) of ``trainer`` in ``workers`` Ray workers.
+
+    ``trainer``: a :class:`~minidni.dni.feedforward.FeedForwardTrainer` with
+    method ``bprop`` (locked pipeline), ``dni`` or ``cdni`` (decoupled), on
+    NumPy, ``p_update`` 1. Its modules are copied into the workers; the
+    trainer itself is not changed. ``groups``: explicit ``[(start, stop)]``
+    cut (default :func:`balanced_groups` by parameter count). ``window``:
+    minibatches in flight (default ``workers + 1``). ``cpus_per_worker``: the
+    Ray CPU resource each worker reserves. ``fail_at``: ``(group, step)``, a
+    test hook that kills that worker when the step reaches it. ``actors``:
+    ``workers`` idle actors from :func:`spawn_workers` to use instead of
+    starting new ones (they are then not stopped by :meth:`shutdown`).
+    """
+
+    def __init__(self, trainer, *, workers: int, groups: Sequence[tuple[int, int]] | None = None,
+                 window: int | None = None, lockstep: bool = False, cpus_per_worker: float = 1.0,
+                 fail_at: tuple[int, int] | None = None, actors: Sequence | None = None):
+        ray = require_ray()
+        if not ray.is_initialized():
+            raise RuntimeError("Ray is not initialised: call minidni.distributed.init_ray() first")
+        if trainer.method not in MODES:
+            raise ValueError(f"a pipeline trains with {', '.join(MODES)}, got method {trainer.method!r}")
+        if any(p != 1.0 for p in trainer.p_update):
+            raise ValueError(f"p_update must be 1 for every module in a pipeline, got {trainer.p_update}")
+        self._check_numpy(trainer)
+        n = len(trainer.modules)
+        self.groups = [tuple(g) for g in groups] if groups else balanced_groups(
+            [_module_cost(m) for m in trainer.modules], workers)
+        if len(self.groups) != workers or self.groups[0][0] != 0 or self.groups[-1][1] != n or any(
+                a >= b or b != c for (a, b), (c, _) in zip(self.groups, self.groups[1:] + [(n, n)])):
+            raise ValueError(f"groups must cut modules 0..{n - 1} into {workers} consecutive non-empty runs, "
+                             f"got {self.groups}")
+        self.method, self.mode = trainer.method, MODES[trainer.method]
+        self.lockstep = bool(lockstep)
+        self.window = 1 if self.lockstep else int(window or workers + 1)
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1 minibatch in flight, got {window}")
+        self.unlock = trainer.input_models is not None
+        self._in_flight: deque = deque()
+        self._eval_input = None
+        self._owned = actors is None
+        self.actors = spawn_workers(workers, cpus_per_worker=cpus_per_worker) if actors is None else list(actors)
+        if len(self.actors) != workers:
+            raise ValueError(f"got {len(self.actors)} worker actors for {workers} workers")
+        ends = [None] + self.actors + [None]
+        refs = []
+        for g, stage in enumerate(make_stages(trainer, self.groups)):
+            fail_step = fail_at[1] if fail_at is not None and fail_at[0] == g else None
+            refs.append(self.actors[g].setup.remote(pickle.dumps(stage), g, ends[g], ends[g + 2],
+                                                    lockstep=self.lockstep, fail_at_step=fail_step))
+        ray.get(refs)
+        self.placement = ray.get([a.where.remote() for a in self.actors])
+
+    @staticmethod
+    def _check_numpy(trainer) -> None:
+        for m in trainer.modules:
+            for k, p in m.net.params.items():
+                if not isinstance(p, np.ndarray):
+                    raise ValueError(f"pipeline workers run on NumPy; param {k!r} is a {type(p).__module__} array "
+                                     "(use --backend numpy with --workers)")
+
+    # ------------------------------------------------------------------ context
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop the workers this pipeline started (what was not drained and checkpointed is lost)."""
+        ray = require_ray()
+        for actor in self.actors if self._owned else []:
+            ray.kill(actor, no_restart=True)
+        self.actors = []
+
+    def describe(self) -> list[str]:
+        """One line per worker: its group, modules, Ray node, IP address and process id."""
+        return [f"group {p['group']} (modules {p['modules'][0]}-{p['modules'][1]}): node {p['node_id'][:12]} "
+                f"ip {p['ip']} pid {p['pid']}" for p in self.placement]
+
+    # ------------------------------------------------------------------ training
+    def submit(self, step: int, x, y) -> list[dict]:
+        """Put one minibatch in the pipeline (x (N, ...), y (N,) host arrays); returns the steps it finished.
+
+        Each finished step is ``{"step", "loss", "sg_loss": {i: ..}, "input_loss": {i: ..}}``
+        (host floats; the regression losses are each synthesizer's latest).
+        """
+        ray = require_ray()
+        x_ref, y_ref = ray.put(x), ray.put(y)
+        infos, tensors = [], []  # the driver reads only the infos; tensors go from worker to worker
+        self._in_flight.append((step, infos, tensors))
+        if self.mode == "decoupled":
+            h = x_ref
+            for actor in self.actors:
+                args = (step, None, x_ref, y_ref) if self.unlock else (step, h, None, y_ref)
+                h, info = actor.dni_step.options(num_returns=2).remote(*args)
+                infos.append(info)
+                tensors.append(h)
+                if self.lockstep:  # one worker at a time: the single-process order of operations
+                    self._get(step, infos)
+        else:
+            h = x_ref
+            for actor in self.actors:  # the top worker also runs its backward at once
+                h, info = actor.bprop_forward.options(num_returns=2).remote(step, h, y_ref)
+                infos.append(info)
+                tensors.append(h)
+            for actor in self.actors[-2::-1]:  # every lower worker waits for the gradient from above
+                h, info = actor.bprop_backward.options(num_returns=2).remote(step, h)
+                infos.append(info)
+                tensors.append(h)
+        done = []
+        while len(self._in_flight) >= self.window:
+            done.append(self._retire())
+        return done
+
+    def drain(self) -> list[dict]:
+        """Finish every step in flight and apply every message; returns the steps finished."""
+        done = [self._retire() for _ in range(len(self._in_flight))]
+        step = done[-1]["step"] if done else -1
+        self._get(step, [a.flush.remote() for a in self.actors])
+        left = self._get(step, [a.in_flight.remote() for a in self.actors])
+        if any(left):
+            raise RuntimeError(f"messages still in flight after a drain: {left} per worker")
+        return done
+
+    def _retire(self) -> dict:
+        step, refs, _ = self._in_flight.popleft()
+        merged = {"step": step, "sg_loss": {}, "input_loss": {}}
+        for info in self._get(step, refs):
+            merged.update({k: v for k, v in info.items() if k not in ("sg_loss", "input_loss")})
+            merged["sg_loss"].update(info.get("sg_loss", {}))
+            merged["input_loss"].update(info.get("input_loss", {}))
+        return merged
+
+    def _get(self, step: int, refs):
+        """``ray.get(refs)``, turning a dead worker into :class:`WorkerDied`."""
+        ray = require_ray()
+        try:
+            return ray.get(refs)
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.ObjectLostError) as exc:
+            dead = self._dead_workers()
+            if not dead:
+                raise
+            self._discard_in_flight()
+            g = dead[0]
+            a, b = self.groups[g]
+            cause = type(exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else exc).__name__
+            raise WorkerDied(f"the worker of group {g} (modules {a}-{b - 1}, pid {self.placement[g]['pid']}) died; "
+                             f"the run stopped at step {step} ({cause})", group=g, step=step) from None
+
+    def _discard_in_flight(self) -> None:
+        """Collect every result still in flight, errors included (so Ray does not report them as unhandled)."""
+        ray = require_ray()
+        for _, infos, tensors in self._in_flight:
+            for ref in infos + tensors:
+                try:
+                    ray.get(ref, timeout=30)
+                except Exception:  # noqa: BLE001  (these steps are lost whatever the error)
+                    pass
+        self._in_flight.clear()
+
+    def _dead_workers(self) -> list[int]:
+        ray = require_ray()
+        dead = []
+        for g, actor in enumerate(self.actors):
+            try:
+                ray.get(actor.ping.remote(), timeout=30)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                dead.append(g)
+        return dead
+
+    def set_lr(self, lr: float, sg_lr: float) -> None:
+        """New learning rates for the modules and for the synthesizers/input models, from the next step on."""
+        for actor in self.actors:
+            actor.set_lr.remote(lr, sg_lr)
+
+    # ------------------------------------------------------------------ evaluation and state
+    def predict_logits(self, x, *, batch_size: int = 1000):
+        """Inference logits (N, K) of the real chain for ``x`` (N, ...) after a drain (host array)."""
+        ray = require_ray()
+        self.drain()
+        if self._eval_input is None or self._eval_input[0] is not x:
+            self._eval_input = (x, ray.put(x))
+        h = self._eval_input[1]
+        for actor in self.actors:
+            h = actor.infer.remote(h, batch_size)
+        return self._get(-1, h)
+
+    def error_percent(self, x, y, *, batch_size: int = 1000) -> float:
+        """Test error in percent of the current parameters (drains the pipeline first)."""
+        logits = self.predict_logits(x, batch_size=batch_size)
+        return 100.0 * float((logits.argmax(axis=1) != np.asarray(y)).mean())
+
+    def state_dict(self) -> dict:
+        """The whole network's state (keys of :mod:`minidni.distributed.state`), after a drain."""
+        self.drain()
+        state = {}
+        for part in self._get(-1, [a.state_dict.remote() for a in self.actors]):
+            state.update(part)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Load a checkpoint written from :meth:`state_dict` (each worker gets its own entries)."""
+        self.drain()
+        refs = []
+        for (a, b), actor in zip(self.groups, self.actors):
+            prefixes = [f"{p}{i}." for i in range(a, b) for p in ("m", "s", "in")]
+            refs.append(actor.load_state_dict.remote(subset(state, prefixes)))
+        self._get(-1, refs)
+
+    def report(self, since: float = 0.0) -> list[dict]:
+        """Per worker: placement, update count, timing (calls from ``since`` on) and staleness summaries."""
+        parts = self._get(-1, [a.report.remote(since) for a in self.actors])
+        return [{**part, "placement": place} for part, place in zip(parts, self.placement)]
+
+    def calls(self, since: float = 0.0) -> list[list]:
+        """Per worker, the raw call log ``(kind, step, start, end)`` from ``since`` on."""
+        return self._get(-1, [a.calls.remote(since) for a in self.actors])

@@ -1,0 +1,249 @@
+"""Pipelines of Ray workers: same parameters as one process in lock-step, locked bprop, staleness, failures, CLI.
+
+The stage logic is checked in-process first (no Ray); the Ray tests share ONE
+local Ray instance (module fixture, 2 CPUs) and skip with a reason without Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import json
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minidni import models
+from minidni.cli import run_command
+from minidni.dni.feedforward import build_trainer
+from minidni.distributed.cli import (CHECKPOINT, CHECKPOINT_META, add_distributed_args, batch_indices,
+                                     run_distributed, trainer_from_args)
+from minidni.distributed.pipeline import RAY_MISSING, Pipeline, balanced_groups, make_stages, spawn_workers
+from minidni.distributed.state import trainer_state
+from minidni.experiments.feedforward import Dataset, make_parser
+from minidni.io import load_arrays
+
+HAVE_RAY = importlib.util.find_spec("ray") is not None
+needs_ray = pytest.mark.skipif(not HAVE_RAY, reason='needs the optional Ray extra: pip install -e ".[distributed]"')
+D, N = 12, 8
+
+
+def make_trainer(method, *, layers=3, **kw):
+    nets = models.fcn(layers, in_dim=D, width=16, rng=np.random.default_rng(0), dtype=np.float64)
+    return build_trainer(nets, method=method, in_shape=(D,), lr=1e-2, sg_width=16, sg_hidden=1,
+                         rng=np.random.default_rng(1), dtype=np.float64, **kw)
+
+
+def batches(count, seed=5):
+    rng = np.random.default_rng(seed)
+    return [(rng.random((N, D)), rng.integers(0, 10, N)) for _ in range(count)]
+
+
+def single_process_state(method, data, **kw):
+    trainer = make_trainer(method, **kw)
+    for x, y in data:
+        trainer.step(x, y)
+    return trainer_state(trainer)
+
+
+def assert_same_state(got, want, rtol=1e-12):
+    assert got.keys() == want.keys()
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=1e-15, err_msg=k)
+
+
+# ---------------------------------------------------------------- no Ray needed
+@given(costs=st.lists(st.integers(1, 50), min_size=1, max_size=7), data=st.data())
+def test_balanced_groups_are_an_optimal_contiguous_cut(costs, data):
+    k = data.draw(st.integers(1, len(costs)))
+    groups = balanced_groups(costs, k)
+    assert groups[0][0] == 0 and groups[-1][1] == len(costs) and len(groups) == k
+    assert all(a < b for a, b in groups) and all(b == c for (_, b), (c, _) in zip(groups, groups[1:]))
+    best = min(max(sum(costs[a:b]) for a, b in zip((0, *cuts), (*cuts, len(costs))))
+               for cuts in itertools.combinations(range(1, len(costs)), k - 1))
+    assert max(sum(costs[a:b]) for a, b in groups) == best
+
+
+def test_balanced_groups_rejects_more_workers_than_modules():
+    with pytest.raises(ValueError, match="cannot cut 3 modules into 4 groups"):
+        balanced_groups([1, 2, 3], 4)
+
+
+def run_stages_in_process(trainer, groups, data, *, delay=0):
+    """The pipeline's message order by hand; SG targets delivered ``delay`` steps late."""
+    stages = make_stages(trainer, groups)
+    late = []
+    for step, (x, y) in enumerate(data, start=1):
+        h = x
+        for g, stage in enumerate(stages):
+            h, d_in, _ = stage.dni_step(step, h, x, y)
+            if d_in is not None:
+                late.append((step, g - 1, d_in))
+            if stage.input_models is not None and h is not None:
+                stages[g + 1].fit_input_target(step, h)  # before the stage above predicts: waits in early_input
+        while late and late[0][0] <= step - delay:
+            s, g, d = late.pop(0)
+            stages[g].fit_sg_target(s, d)
+    for s, g, d in late:
+        stages[g].fit_sg_target(s, d)
+    return stages
+
+
+@pytest.mark.parametrize("method, kw, groups", [
+    ("dni", {}, [(0, 1), (1, 3)]),
+    ("cdni", {"warmup": 2}, [(0, 2), (2, 3)]),
+    ("dni", {"unlock_forward": True, "warmup": 2}, [(0, 1), (1, 2), (2, 3)]),
+])
+def test_stages_in_single_process_order_reproduce_the_trainer(method, kw, groups):
+    data = batches(5)
+    stages = run_stages_in_process(make_trainer(method, **kw), groups, data)
+    state = {k: v for s in stages for k, v in s.state_dict().items()}
+    assert_same_state(state, single_process_state(method, data, **kw), rtol=0)
+    assert all(v == 0 for s in stages for values in s.staleness.values() for v in values)
+
+
+def test_late_targets_are_recorded_as_staleness_and_change_the_result():
+    data = batches(5)
+    stages = run_stages_in_process(make_trainer("dni"), [(0, 1), (1, 3)], data, delay=1)
+    assert stages[0].staleness["sg"] == [1, 1, 1, 1, 0]  # the last target is delivered after the loop
+    assert not stages[0].pending_sg and stages[0].in_flight() == 0
+    state = {k: v for s in stages for k, v in s.state_dict().items()}
+    want = single_process_state("dni", data)
+    assert not np.allclose(state["m0.0.W"], want["m0.0.W"])  # stale targets train another synthesizer
+
+
+def test_state_dict_refuses_while_minibatches_are_in_flight():
+    stage = make_stages(make_trainer("dni"), [(0, 1), (1, 3)])[0]
+    x, y = batches(1)[0]
+    stage.dni_step(1, x, None, y)
+    with pytest.raises(RuntimeError, match="1 minibatches in flight"):
+        stage.state_dict()
+
+
+def test_batch_indices_are_a_fixed_function_of_the_step():
+    cache = {}
+    a = [batch_indices(s, n=20, batch=6, seed=3, cache=cache) for s in range(1, 8)]
+    b = [batch_indices(s, n=20, batch=6, seed=3) for s in range(1, 8)]
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))
+    assert len(set(np.concatenate(a[:3]).tolist())) == 18  # an epoch (3 batches) has no repeats
+
+
+def tiny_data(n_train=96, n_test=40, seed=0):
+    rng = np.random.default_rng(seed)
+    return Dataset(rng.random((n_train, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, n_train),
+                   rng.random((n_test, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, n_test))
+
+
+def cli(argv, data, capsys):
+    """Run the mnist command with the distributed options, as the lead wires it; returns (rc, stdout, stderr)."""
+    parser = make_parser("mnist")
+    add_distributed_args(parser)
+    args = parser.parse_args(["--no-progress", "--layers", "3", "--batch", "16", "--lr", "1e-3",
+                              "--log-every", "5", *argv])
+    rc = run_command(parser.prog, lambda: run_distributed(args, data, dataset="mnist") and 0)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_without_ray_workers_give_a_one_line_error(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    rc, _, err = cli(["--workers", "2", "--out", str(tmp_path)], tiny_data(), capsys)
+    assert rc == 2 and err.strip() == f"python -m minidni.run mnist: error: {RAY_MISSING}"
+
+
+# ---------------------------------------------------------------- Ray
+@pytest.fixture(scope="module")
+def ray_instance():
+    if not HAVE_RAY:
+        pytest.skip('needs the optional Ray extra: pip install -e ".[distributed]"')
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@needs_ray
+@pytest.mark.ray
+class TestPipeline:
+    """Pipelines on three reused worker processes (starting a process takes seconds)."""
+
+    @pytest.fixture(scope="class")
+    def pool(self, ray_instance):
+        actors = spawn_workers(3, cpus_per_worker=0.5)
+        yield actors
+        for actor in actors:
+            ray_instance.kill(actor)
+
+    @pytest.mark.parametrize("method, kw, workers", [
+        ("dni", {}, 3),
+        ("cdni", {"unlock_forward": True, "warmup": 2}, 2),
+    ])
+    def test_lockstep_pipeline_equals_single_process_dni(self, pool, method, kw, workers):
+        data = batches(5)
+        with Pipeline(make_trainer(method, **kw), workers=workers, lockstep=True, actors=pool[:workers]) as pipe:
+            for step, (x, y) in enumerate(data, start=1):
+                done = pipe.submit(step, x, y)
+                assert [d["step"] for d in done] == [step] and np.isfinite(done[0]["loss"])
+            state = pipe.state_dict()
+            report = pipe.report()
+        assert_same_state(state, single_process_state(method, data, **kw))
+        assert all(r["placement"]["blas_threads"]["OPENBLAS_NUM_THREADS"] == "1" for r in report)
+        assert all(s["max"] == 0 for r in report for s in r["staleness"].values())
+
+    def test_locked_pipeline_equals_single_process_bprop_and_shows_the_backward_lock(self, pool):
+        data = batches(6)
+        with Pipeline(make_trainer("bprop"), workers=2, window=3, actors=pool[:2]) as pipe:
+            losses = [d["loss"] for step, (x, y) in enumerate(data, start=1) for d in pipe.submit(step, x, y)]
+            losses += [d["loss"] for d in pipe.drain()]
+            state = pipe.state_dict()
+            bottom = pipe.report()[0]["timing"]
+        assert len(losses) == 6
+        assert_same_state(state, single_process_state("bprop", data))
+        # the lower worker waited for the upper one's forward and backward before every update
+        assert bottom["steps"] == 6 and bottom["backward_wait_mean"] > 0 and bottom["update_delay_mean"] > 0
+
+    def test_decoupled_pipeline_runs_ahead_and_records_staleness(self, pool):
+        data = batches(12)
+        with Pipeline(make_trainer("dni"), workers=2, window=4, actors=pool[:2]) as pipe:
+            done = [d for step, (x, y) in enumerate(data, start=1) for d in pipe.submit(step, x, y)]
+            assert len(done) == 12 - 3  # at most `window` minibatches in flight
+            done += pipe.drain()
+            err = pipe.error_percent(*batches(1, seed=9)[0])
+            report = pipe.report()
+        assert [d["step"] for d in done] == list(range(1, 13)) and all(np.isfinite(d["loss"]) for d in done)
+        sg = report[0]["staleness"]["sg"]
+        assert sg["count"] == 12 and sum(sg["histogram"].values()) == 12 and sg["max"] >= 0
+        assert 0.0 <= err <= 100.0 and report[1]["updates"] == 12
+
+
+@needs_ray
+@pytest.mark.ray
+def test_dead_worker_stops_the_run_with_one_line_and_resume_matches(ray_instance, capsys, tmp_path):
+    data, common = tiny_data(), ["--workers", "2", "--method", "dni", "--lockstep", "--steps", "12",
+                                 "--eval-every", "4", "--checkpoint-every", "4"]
+    rc, out, err = cli([*common, "--out", str(tmp_path / "a"), "--inject-failure", "1:10"], data, capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "group 1 (modules 1-2" in err and "stopped at step 10" in err and "(step 8)" in err
+    assert str(tmp_path / "a" / CHECKPOINT) in err and "--resume" in err
+    assert out.count("group ") == 2 and " pid " in out  # where each group ran
+    assert json.loads((tmp_path / "a" / CHECKPOINT_META).read_text())["step"] == 8
+    assert load_arrays(tmp_path / "a" / CHECKPOINT)  # intact
+
+    rc, _, err = cli([*common, "--out", str(tmp_path / "a"), "--resume"], data, capsys)
+    assert rc == 0, err
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["resumed_from_step"] == 8 and summary["distributed"]["groups"] == [[0, 1], [1, 3]]
+    assert (tmp_path / "a" / "learning_curve.png").exists()
+    # the interrupted and resumed run ends where one uninterrupted process does
+    args = argparse.Namespace(**summary["options"])
+    trainer, _ = trainer_from_args(args, "mnist")
+    x, y = data.x_train.reshape(len(data.x_train), -1), data.y_train
+    for step in range(1, 13):
+        idx = batch_indices(step, n=len(x), batch=16, seed=0)
+        trainer.step(x[idx], y[idx])
+    assert_same_state(load_arrays(tmp_path / "a" / CHECKPOINT), trainer_state(trainer), rtol=1e-6)
