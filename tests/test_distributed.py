@@ -6,7 +6,6 @@ local Ray instance (module fixture, 2 CPUs) and skip with a reason without Ray.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import itertools
 import json
@@ -21,7 +20,7 @@ from minidni import models
 from minidni.cli import run_command
 from minidni.dni.feedforward import build_trainer
 from minidni.distributed.cli import (CHECKPOINT, CHECKPOINT_META, add_distributed_args, batch_indices,
-                                     run_distributed, trainer_from_args)
+                                     run_distributed)
 from minidni.distributed.pipeline import RAY_MISSING, Pipeline, balanced_groups, make_stages, spawn_workers
 from minidni.distributed.state import trainer_state
 from minidni.experiments.feedforward import Dataset, make_parser
@@ -239,11 +238,9 @@ def test_dead_worker_stops_the_run_with_one_line_and_resume_matches(ray_instance
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["resumed_from_step"] == 8 and summary["distributed"]["groups"] == [[0, 1], [1, 3]]
     assert (tmp_path / "a" / "learning_curve.png").exists()
-    # the interrupted and resumed run ends where one uninterrupted process does
-    args = argparse.Namespace(**summary["options"])
-    trainer, _ = trainer_from_args(args, "mnist")
-    x, y = data.x_train.reshape(len(data.x_train), -1), data.y_train
-    for step in range(1, 13):
-        idx = batch_indices(step, n=len(x), batch=16, seed=0)
-        trainer.step(x[idx], y[idx])
-    assert_same_state(load_arrays(tmp_path / "a" / CHECKPOINT), trainer_state(trainer), rtol=1e-6)
+    # the interrupted and resumed run ends where an uninterrupted one does. (Both run in workers with one
+    # BLAS thread: a driver with several threads sums in another order, and Adam's first steps amplify that
+    # float32 round-off far beyond any fixed tolerance.)
+    rc, _, err = cli([*common, "--out", str(tmp_path / "b")], data, capsys)
+    assert rc == 0, err
+    assert_same_state(load_arrays(tmp_path / "a" / CHECKPOINT), load_arrays(tmp_path / "b" / CHECKPOINT), rtol=0)
