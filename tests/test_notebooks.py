@@ -5,12 +5,15 @@ with ``_`` are skipped: they would be helpers, not notebooks). Each is converted
 with :func:`jupytext.read` and run by nbclient in a fresh kernel with
 ``MINIDNI_FAST=1`` and the working directory ``notebooks/``. The kernel is this
 interpreter (``sys.executable``) whatever the installed ``python3`` kernelspec
-points at, so the notebooks see the same minidni and the same packages as pytest.
+points at, and this checkout comes first on its ``PYTHONPATH``, so the notebooks
+import the minidni under test (not another installed copy) and the same packages
+as pytest.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -52,10 +55,15 @@ def kernel_manager_class(spec_root: Path) -> type[AsyncKernelManager]:
     return ThisInterpreter
 
 
-def figure_files() -> dict[str, float]:
-    """Modification times of everything in figures/ (fast mode must not write there)."""
+def figure_files(notebook: Path) -> dict[str, float]:
+    """Modification times of the notebook's figures, figures/notebook_<NN>_*.png (fast mode must not write them).
+
+    Only this notebook's own files are compared, so other programs writing into figures/
+    meanwhile (experiments, a full-mode run of another notebook) cannot fail the test.
+    """
     folder = ROOT / "figures"
-    return {p.name: p.stat().st_mtime for p in folder.iterdir()} if folder.is_dir() else {}
+    prefix = f"notebook_{notebook.name.split('_')[0]}_"
+    return {p.name: p.stat().st_mtime for p in folder.glob(f"{prefix}*")} if folder.is_dir() else {}
 
 
 def test_notebooks_are_found():
@@ -66,9 +74,10 @@ def test_notebooks_are_found():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs_in_fast_mode(path, tmp_path, monkeypatch):
     monkeypatch.setenv("MINIDNI_FAST", "1")  # the kernel inherits this environment
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     notebook = jupytext.read(path)
     assert any(cell.cell_type == "markdown" for cell in notebook.cells), f"{path.name} has no Markdown cells"
-    before = figure_files()
+    before = figure_files(path)
     client = nbclient.NotebookClient(notebook, kernel_manager_class=kernel_manager_class(tmp_path / "kernels"),
                                      kernel_name="python3", timeout=CELL_TIMEOUT_S,
                                      resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
@@ -79,4 +88,4 @@ def test_notebook_runs_in_fast_mode(path, tmp_path, monkeypatch):
         failure = ANSI_ESCAPE.sub("", str(err))
     if failure is not None:
         pytest.fail(f"{path.name}: a cell failed in fast mode (MINIDNI_FAST=1):\n{failure}", pytrace=False)
-    assert figure_files() == before, f"{path.name} wrote into figures/ in fast mode"
+    assert figure_files(path) == before, f"{path.name} wrote into figures/ in fast mode"
