@@ -12,13 +12,14 @@ from hypothesis import strategies as st
 from minidni import models
 from minidni.cli import TrainingDiverged
 from minidni.dni.feedforward import FeedForwardTrainer, Module, build_trainer, raise_if_diverged
-from minidni.dni.synthesizers import conv_synthesizer, mlp_regressor, mlp_synthesizer
-from minidni.experiments.feedforward import Dataset, main_cifar10, main_mnist
+from minidni.dni.synthesizers import conv_synthesizer, mlp_regressor, mlp_synthesizer, param_grads
+from minidni.experiments.feedforward import Dataset, main_cifar10, main_mnist, make_parser
 from minidni.functional.losses import softmax_cross_entropy
 from minidni.gradcheck import GradientCheckError, adjoint_check
 from minidni.layers import Conv2d
 
 N, D, WIDTH = 8, 12, 16
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def tiny_fcn(seed, layers=3, dtype=np.float64):
@@ -100,6 +101,27 @@ def test_synthesizer_works_in_per_example_units():
     np.testing.assert_allclose(delta, raw / N, rtol=1e-12)
     loss, grads = sg.regression_grads(cache, delta)  # its own prediction as target: nothing to learn
     assert float(loss) == 0.0 and not any(g.any() for g in grads.values())
+
+
+@pytest.mark.parametrize("net", ["synthesizer", "module", "conv"])
+def test_param_grads_equal_the_full_backward_without_the_input_gradient(net):
+    rng = np.random.default_rng(6)
+    if net == "synthesizer":
+        seq, h = mlp_synthesizer(D, hidden=2, width=WIDTH, conditioned=True, rng=rng).net, rng.random((N, D + 10))
+    elif net == "module":
+        seq, h = tiny_fcn(6)[0], rng.random((N, D))
+    else:
+        seq, h = conv_synthesizer(2, hidden=1, width=3, kernel_size=3, rng=rng).net, rng.random((N, 2, 4, 4))
+    h = h.astype(np.float32)
+    out, caches = seq.forward(h)
+    dy = rng.standard_normal(out.shape).astype(np.float32)
+    _, full = seq.backward(dy, caches)
+    grads = param_grads(seq, dy, caches)
+    assert list(grads) == list(full)
+    for k in full:  # the same products in the same order: bit-identical
+        assert grads[k].dtype == full[k].dtype and np.array_equal(grads[k], full[k]), k
+    dx, module_grads = Module(seq, lr=0.1).backward(dy, caches, input_grad=False)
+    assert dx is None and all(np.array_equal(module_grads[k], full[k]) for k in full)
 
 
 @pytest.mark.parametrize("make", [
@@ -282,15 +304,37 @@ def test_no_bprop_trains_only_the_output_layer():
     assert changed == {"3.W", "3.b"}  # Linear-BN-ReLU-[Linear]: only the output layer
 
 
-def test_diagnostic_pass_changes_nothing():
-    a, b = trainer("cdni", seed=4), trainer("cdni", seed=4)
+def test_true_gradients_are_backprop_deltas():
+    tr = trainer("dni", seed=7, layers=4)
+    tr.step(*batch(0))  # move off the initial point
+    x, y = batch(1)
+    h, caches = x, []
+    for m in tr.modules:
+        h, cache = m.forward(h)
+        caches.append(cache)
+    _, d = softmax_cross_entropy(h, y)
+    expected = []
+    for m, cache in zip(tr.modules[:0:-1], caches[:0:-1]):
+        d, _ = m.net.backward(d, cache)
+        expected.append(d)
+    for got, want in zip(tr.true_gradients(x, y), expected[::-1]):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("method, extra", [("dni", {}), ("cdni", {}), ("cdni", {"unlock_forward": True}),
+                                           ("dni", {"p_update": 0.5})])
+def test_diagnostic_pass_changes_nothing(method, extra):
+    a, b = trainer(method, seed=4, **extra), trainer(method, seed=4, **extra)
     for step in range(3):
-        a.step(*batch(step), diagnose=True)
+        assert a.step(*batch(step), diagnose=True).cosine or extra.get("p_update")  # diagnostics really ran
         b.step(*batch(step))
     for pa, pb in zip(snapshot(a.modules), snapshot(b.modules)):
         assert same(pa, pb)
     for ma, mb in zip(a.modules, b.modules):
         assert all(np.array_equal(v, mb.net.buffers[k]) for k, v in ma.net.buffers.items())
+    for sa, sb in zip(a.synthesizers + (a.input_models or []), b.synthesizers + (b.input_models or [])):
+        assert same(sa.net.params, sb.net.params)
 
 
 def test_complete_unlock_trains_modules_on_predicted_inputs():
@@ -354,11 +398,48 @@ def test_cli_writes_summary_and_figures(tmp_path, method, extra):
     for key in ("test_error_percent", "steps", "wall_seconds", "steps_per_second", "backend", "options"):
         assert key in summary
     assert summary["steps"] == 6 and summary["options"]["method"] == method and summary["backend"] == "numpy"
+    every_option = {a.dest for a in make_parser("mnist")._actions if a.dest != "help"}
+    assert every_option <= set(summary["options"])  # (the command line may add the distributed options)
     assert [e["step"] for e in summary["curves"]["evals"]] == [0, 3, 6]
-    assert (out / "learning_curve.png").stat().st_size > 0
-    assert (out / "sg_diagnostics.png").exists() == (method != "bprop")
-    if method == "cdni":
-        assert set(summary["curves"]["logs"][-1]["cosine"]) == {"0"}
+    assert (out / "learning_curve.png").read_bytes()[:8] == PNG_MAGIC
+    if method == "bprop":
+        assert not (out / "sg_diagnostics.png").exists()
+    else:
+        assert (out / "sg_diagnostics.png").read_bytes()[:8] == PNG_MAGIC
+        assert all(set(log["cosine"]) == {"0"} for log in summary["curves"]["logs"])  # one SG: 2 layers
+
+
+def test_cli_sg_logging_can_be_switched_off_and_never_trains(tmp_path, monkeypatch):
+    def run(flag, forbid=False):
+        if forbid:
+            def forbidden(self, x, y):
+                raise AssertionError("the diagnostic pass ran with --no-log-sg")
+            monkeypatch.setattr(FeedForwardTrainer, "true_gradients", forbidden)
+        out = tmp_path / flag
+        argv = ["--method", "dni", "--layers", "3", "--sg-width", "8", "--steps", "6", "--batch", "16",
+                "--lr", "1e-3", "--eval-every", "2", "--log-every", "1", "--no-progress", flag, "--out", str(out)]
+        assert main_mnist(argv, load=lambda data_dir: tiny_dataset()) == 0
+        return json.loads((out / "summary.json").read_text())["curves"], out
+
+    on, out_on = run("--log-sg")
+    off, out_off = run("--no-log-sg", forbid=True)
+    assert all(set(log["cosine"]) == {"0", "1"} for log in on["logs"])  # a cosine per synthesizer
+    assert all(not log["cosine"] for log in off["logs"]) and not (out_off / "sg_diagnostics.png").exists()
+    # the true gradient is only logged: losses and test errors are identical with and without it
+    assert [log["loss"] for log in on["logs"]] == [log["loss"] for log in off["logs"]]
+    assert [log["sg_loss"] for log in on["logs"]] == [log["sg_loss"] for log in off["logs"]]
+    assert [e["test_error_percent"] for e in on["evals"]] == [e["test_error_percent"] for e in off["evals"]]
+
+
+def test_cli_rejects_a_corrupt_data_file_in_one_line(tmp_path, capsys):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        (folder / name).write_bytes(b"not mnist")
+    code = main_mnist(["--data-dir", str(tmp_path), "--steps", "1", "--no-progress", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "corrupt" in err
 
 
 def test_cli_cnn_on_cifar_shaped_data(tmp_path):
@@ -404,9 +485,10 @@ def test_bench_reports_flops_and_ratios(tmp_path, capsys):
                   "--methods", "bprop", "dni", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["methods"]
     assert rows["bprop"]["synthesizer_flops"] == 0 and rows["bprop"]["time_ratio"] == 1.0
-    # dni: one SG 256 -> 8 -> 8 -> 256 on a batch of 4, 6 N D M per Linear
-    assert rows["dni"]["synthesizer_flops"] == 6 * 4 * (256 * 8 + 8 * 8 + 8 * 256)
-    assert rows["dni"]["model_flops"] == 6 * 4 * (784 * 256 + 256 * 256 + 256 * 10)
+    # dni: one SG 256 -> 8 -> 8 -> 256 on a batch of 4, 6 N D M per Linear, 4 N D M for a first Linear
+    # whose input gradient is skipped (the SG's and the bottom module's)
+    assert rows["dni"]["synthesizer_flops"] == 4 * 4 * 256 * 8 + 6 * 4 * (8 * 8 + 8 * 256)
+    assert rows["dni"]["model_flops"] == 4 * 4 * 784 * 256 + 6 * 4 * (256 * 256 + 256 * 10)
 
 
 def test_table1_and_sweep_write_tables_and_figures(tmp_path, monkeypatch, capsys):
@@ -425,3 +507,7 @@ def test_table1_and_sweep_write_tables_and_figures(tmp_path, monkeypatch, capsys
     assert table1.main(["--sweep", "p-update", "--sweep-methods", "cdni", "--p-values", "1", "0.5", *common]) == 0
     sweep = json.loads((tmp_path / "fig" / "p_update_sweep.json").read_text())
     assert set(sweep["ours"]["cdni"]) == {"1.0", "0.5"} and (tmp_path / "fig" / "p_update_sweep.png").exists()
+    md = (tmp_path / "fig" / "p_update_sweep.md").read_text()
+    errors = [f"{sweep['ours']['cdni'][p]['test_error_percent']:.2f}" for p in ("1.0", "0.5")]
+    assert f"| 1 | {errors[0]} |" in md and f"| 0.5 | {errors[1]} |" in md
+    assert "p_update = 0.05" in md and "--sweep p-update" in md  # the paper's claim and the command

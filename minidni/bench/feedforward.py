@@ -8,9 +8,11 @@ steps/s over rounds (the first round is a discarded warm-up), each method's
 time per step relative to bprop, and the analytic FLOPs of one step:
 
 - every Linear (N x D -> M) costs ``2 N D M`` forward and ``4 N D M`` backward
-  (``dx`` and ``dW``; ``Sequential.backward`` computes ``dx`` even for the first
-  layer), so ``6 N D M`` per trained step; BatchNorm, ReLU, the loss and the
-  optimiser (elementwise work) are not counted;
+  (``dx`` and ``dW``), so ``6 N D M`` per trained step, except the first Linear
+  of the bottom module and of every synthesizer, whose input gradient nobody
+  needs and the trainer skips (:func:`minidni.dni.synthesizers.param_grads`):
+  ``4 N D M``; BatchNorm, ReLU, the loss and the optimiser (elementwise work)
+  are not counted;
 - a bprop step is the model's fwd+bwd; a (c)DNI step is the same model fwd+bwd
   plus every synthesizer's forward (its prediction) and backward (its
   regression), ``6 N D M`` per synthesizer Linear. No diagnostic pass runs.
@@ -41,9 +43,13 @@ from minidni.layers import Linear
 PROG = "python -m minidni.bench feedforward"
 
 
-def linear_flops(net, n: int) -> int:
-    """FLOPs of one forward + backward of every Linear in ``net`` for a batch of ``n`` (6 N D M each)."""
-    return sum(6 * n * layer.in_dim * layer.out_dim for layer in net.layers if isinstance(layer, Linear))
+def linear_flops(net, n: int, *, input_grad: bool = True) -> int:
+    """FLOPs of one forward + backward of every Linear in ``net`` for a batch of ``n`` (6 N D M each).
+
+    ``input_grad=False``: the net's input gradient is skipped, so a first Linear costs ``4 N D M``.
+    """
+    return sum((4 if i == 0 and not input_grad else 6) * n * layer.in_dim * layer.out_dim
+               for i, layer in enumerate(net.layers) if isinstance(layer, Linear))
 
 
 def _trainer(method: str, args: argparse.Namespace):
@@ -54,8 +60,8 @@ def _trainer(method: str, args: argparse.Namespace):
 
 
 def _flops(trainer, n: int) -> dict:
-    model = sum(linear_flops(m.net, n) for m in trainer.modules)
-    sgs = sum(linear_flops(s.net, n) for s in trainer.synthesizers)
+    model = sum(linear_flops(m.net, n, input_grad=i > 0) for i, m in enumerate(trainer.modules))
+    sgs = sum(linear_flops(s.net, n, input_grad=False) for s in trainer.synthesizers)
     return {"model_flops": model, "synthesizer_flops": sgs, "flops_ratio": (model + sgs) / model}
 
 

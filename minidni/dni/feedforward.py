@@ -54,8 +54,9 @@ both past warm-up. Evaluation always runs the real chain ``f_{n-1}(..f_0(x))``.
 
 Diagnostics (``step(x, y, diagnose=True)``). Before the step, a separate pass
 computes the TRUE gradients ``delta_i`` by plain backprop with the current
-parameters (BatchNorm running statistics restored afterwards); it is used
-only for logging, never in an update. The step then reports, per synthesizer,
+parameters (input gradients only, no weight gradients; BatchNorm running
+statistics restored afterwards); it is used only for logging, never in an
+update. The step then reports, per synthesizer,
 ``cos(delta_hat_i, delta_i)`` and ``|delta_hat_i| / |delta_i|``. Because every
 module updates only after its own forward, the ``h_i`` the synthesizers see
 in a DNI step equal those of the diagnostic pass exactly, so the comparison is
@@ -77,9 +78,9 @@ import numpy as np
 
 from minidni.backend import get_xp, to_device, to_numpy
 from minidni.cli import TrainingDiverged
-from minidni.dni.synthesizers import Regressor, conv_synthesizer, mlp_regressor, mlp_synthesizer
+from minidni.dni.synthesizers import Regressor, conv_synthesizer, mlp_regressor, mlp_synthesizer, param_grads
 from minidni.functional.losses import softmax_cross_entropy
-from minidni.layers import Sequential
+from minidni.layers import Linear, Sequential
 from minidni.optim import SGD, Adam
 
 __all__ = ["METHODS", "Module", "FeedForwardTrainer", "StepResult", "build_trainer", "raise_if_diverged",
@@ -111,8 +112,14 @@ class Module:
         """Return ``(h, cache)``."""
         return self.net.forward(x, train=train)
 
-    def backward(self, dh, cache):
-        """Return ``(dx, grads)``: the gradient at the module's input and at every param."""
+    def backward(self, dh, cache, *, input_grad: bool = True):
+        """Return ``(dx, grads)``: the gradient at the module's input and at every param.
+
+        ``input_grad=False`` (nothing below needs it: the bottom module) returns
+        ``dx = None`` and skips its computation (see :func:`~minidni.dni.synthesizers.param_grads`).
+        """
+        if not input_grad:
+            return None, param_grads(self.net, dh, cache)
         return self.net.backward(dh, cache)
 
     def update(self, grads) -> None:
@@ -165,6 +172,13 @@ def raise_if_diverged(host: dict, step: int) -> None:
     if not math.isfinite(host["loss"]):
         raise TrainingDiverged(f"the training loss became {host['loss']} at step {step}; "
                                "try a smaller --lr (and --sg-lr), or a --warmup for the synthesizers")
+
+
+def _input_gradient(net: Sequential, dy, caches):
+    """``net.backward(dy, caches)[0]`` without the Linear layers' weight gradients (the diagnostics need none)."""
+    for layer, cache in zip(net.layers[::-1], caches[::-1]):
+        dy = dy @ layer.params["W"].T if isinstance(layer, Linear) else layer.backward(dy, cache)[0]
+    return dy
 
 
 def _cosine_and_ratio(a, b):
@@ -243,7 +257,7 @@ class FeedForwardTrainer:
         _, d = self.loss_fn(h, y)
         deltas = []
         for m, cache in zip(self.modules[:0:-1], caches[:0:-1]):
-            d, _ = m.backward(d, cache)
+            d = _input_gradient(m.net, d, cache)
             deltas.append(d)
         for m, state in zip(self.modules, saved):
             for k, v in m.net.buffers.items():
@@ -261,7 +275,7 @@ class FeedForwardTrainer:
         for i in reversed(range(len(self.modules))):  # backward: every module waits for the one above
             if not active[i]:
                 break  # no gradient reaches the modules below this step
-            d, grads = self.modules[i].backward(d, caches[i])
+            d, grads = self.modules[i].backward(d, caches[i], input_grad=i > 0)
             self.modules[i].update(grads)
             updated[i] = True
         return StepResult(loss, updated)
@@ -273,7 +287,7 @@ class FeedForwardTrainer:
         logits, cache = top.forward(h)
         loss, d = self.loss_fn(logits, y)
         if active[-1]:
-            _, grads = top.backward(d, cache)
+            _, grads = top.backward(d, cache, input_grad=False)
             top.update(grads)
         return StepResult(loss, [False] * (len(self.modules) - 1) + [active[-1]])
 
@@ -303,7 +317,7 @@ class FeedForwardTrainer:
                 ready = ready and self.input_models[i - 1].ready
             if active[i]:
                 # 3. backward and UPDATE NOW: module i is done before module i+1 runs forward
-                d_in, grads = module.backward(d_out, cache)
+                d_in, grads = module.backward(d_out, cache, input_grad=below is not None)
                 if ready:
                     module.update(grads)
                     res.updated[i] = True

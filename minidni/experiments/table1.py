@@ -124,11 +124,11 @@ def _one(args, data, *, layers: int, method: str, p_update: float = 1.0, sg_widt
 def _budget_line(args) -> str:
     sg_lr = args.sg_lr or args.lr
     decay = ", ".join(map(str, _milestones(args))) or "never"
+    also = "" if args.sweep else f", also run at depths {args.paper_sg_layers or 'none'}"
     return (f"Budget: {args.steps} steps of batch {args.batch} (paper: 500k), Adam lr {args.lr:g} divided by 10 at "
             f"steps {decay} (paper: 3e-5, /10 at 300k and 400k), synthesizer lr {sg_lr:g} (decayed alike); DNI's "
-            f"synthesizer: 2 hidden layers of {args.sg_width} units with BN (paper: 1024, also run at depths "
-            f"{args.paper_sg_layers or 'none'}); cDNI's: linear on [h, one-hot label] (as the paper); "
-            f"seed {args.seed}, backend {args.backend}.")
+            f"synthesizer: 2 hidden layers of {args.sg_width} units with BN (paper: 1024{also}); cDNI's: linear on "
+            f"[h, one-hot label] (as the paper); seed {args.seed}, backend {args.backend}.")
 
 
 def _command(args) -> str:
@@ -139,7 +139,8 @@ def _command(args) -> str:
     else:
         what = ["--layers", *map(str, args.layers), "--methods", *args.methods]
     budget = ["--steps", str(args.steps), "--lr", f"{args.lr:g}", "--lr-schedule", args.lr_schedule,
-              "--sg-width", str(args.sg_width), "--paper-sg-layers", *map(str, args.paper_sg_layers),
+              "--sg-width", str(args.sg_width),
+              *([] if args.sweep else ["--paper-sg-layers", *map(str, args.paper_sg_layers)]),
               "--batch", str(args.batch), "--eval-every", str(args.eval_every), "--seed", str(args.seed),
               "--backend", args.backend] + (["--sg-lr", f"{args.sg_lr:g}"] if args.sg_lr else [])
     return " ".join([PROG, *what, *budget])
@@ -211,6 +212,29 @@ def _plot_table(runs: list, args, path: Path) -> None:
     plt.close(fig)
 
 
+PAPER_SWEEP = ("Paper (4-layer MNIST FCN, 500k steps): with p_update = 0.2 DNI still "
+               "reaches 2 % test error, and cDNI still trains at p_update = 0.05; without DNI the first module of "
+               "a 4-layer net updates with probability p^3 (its gradient must come through every module above).")
+
+
+def _sweep_markdown(args, results: dict) -> str:
+    """``p_update_sweep.md``: final test error per p_update (rows) and method (columns), budget and command."""
+    methods = list(results)
+    ps = sorted({p for row in results.values() for p in row}, reverse=True)
+    lines = [f"# p_update sweep (MNIST FCN-{args.sweep_layers}): % test error after {args.steps} steps", "",
+             _budget_line(args), "", PAPER_SWEEP, "",
+             "| p_update | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for p in ps:
+        lines.append(f"| {p:g} | " + " | ".join(f"{results[m][p]['test_error_percent']:.2f}" if p in results[m]
+                                               else "-" for m in methods) + " |")
+    lines += ["", "Wall seconds (steps/s) of each run: " + "; ".join(
+        f"{m} p={p:g}: {s['wall_seconds']:.0f} s ({s['steps_per_second']:.1f})"
+        for m, row in results.items() for p, s in row.items()) + ".", "",
+        f"Runs: `{args.out}/fcn{args.sweep_layers}-<method>[-p<p>]/summary.json`; figure `p_update_sweep.png`.", "",
+        f"Command: `{_command(args)}`", ""]
+    return "\n".join(lines)
+
+
 def _sweep(args, data) -> None:
     L = args.sweep_layers
     results = {m: {p: _one(args, data, layers=L, method=m, p_update=p) for p in args.p_values}
@@ -221,6 +245,7 @@ def _sweep(args, data) -> None:
         "paper": "4-layer MNIST FCN: p_update = 0.2 still reaches 2 % error; cDNI trains at p_update = 0.05",
         "ours": {m: {str(p): {k: s[k] for k in ("test_error_percent", "steps", "wall_seconds", "steps_per_second")}
                      | {"curve": s["curves"]["evals"]} for p, s in row.items()} for m, row in results.items()}})
+    write_text(args.figures / "p_update_sweep.md", _sweep_markdown(args, results))
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
