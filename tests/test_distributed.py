@@ -244,3 +244,42 @@ def test_dead_worker_stops_the_run_with_one_line_and_resume_matches(ray_instance
     rc, _, err = cli([*common, "--out", str(tmp_path / "b")], data, capsys)
     assert rc == 0, err
     assert_same_state(load_arrays(tmp_path / "a" / CHECKPOINT), load_arrays(tmp_path / "b" / CHECKPOINT), rtol=0)
+
+
+# ---------------------------------------------------------------- python -m minidni.run mnist --workers K
+def test_run_command_without_ray_says_how_to_install_it_before_reading_data(monkeypatch, capsys, tmp_path):
+    from minidni.run import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    missing = tmp_path / "no-data-here"  # the error comes before the data would be read
+    assert main(["mnist", "--workers", "2", "--data-dir", str(missing), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"python -m minidni.run mnist: error: {RAY_MISSING}"
+
+
+@pytest.mark.parametrize("option", [["--lockstep"], ["--ray-address", "head:6379"], ["--resume"]])
+def test_run_command_rejects_pipeline_options_without_workers(option, capsys, tmp_path):
+    from minidni.run import main
+
+    assert main(["cifar10", *option, "--data-dir", str(tmp_path), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith("needs --workers K (training on a pipeline of Ray workers)")
+
+
+@needs_ray
+@pytest.mark.ray
+def test_run_command_trains_mnist_on_two_workers(ray_instance, shared_data_dir, capsys, tmp_path):
+    from minidni.run import main
+
+    argv = ["mnist", "--workers", "2", "--method", "cdni", "--layers", "3", "--width", "16", "--steps", "8",
+            "--batch", "32", "--lr", "1e-3", "--eval-every", "4", "--log-every", "4", "--no-progress",
+            "--data-dir", str(shared_data_dir), "--out", str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("mnist: group ") == 2 and " pid " in out  # where each group runs
+    assert "on 2 workers: test error" in out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    d = summary["distributed"]
+    assert d["workers"] == 2 and d["mode"] == "decoupled" and len(d["stages"]) == 2
+    assert [e["step"] for e in summary["curves"]["evals"]] == [0, 4, 8]
+    assert 0.0 <= summary["test_error_percent"] <= 100.0 and summary["examples_per_second"] > 0
+    assert d["stages"][0]["staleness"]["sg"]["count"] == 8  # every target of the boundary synthesizer arrived

@@ -45,7 +45,8 @@ from minidni.cli import UsageError, positive_int
 from minidni.distributed.pipeline import MODES, Pipeline, WorkerDied, init_ray, require_ray
 from minidni.io import load_arrays, save_arrays, save_figure, write_json
 
-__all__ = ["add_distributed_args", "run_distributed", "trainer_from_args", "batch_indices", "CHECKPOINT", "CHECKPOINT_META"]
+__all__ = ["add_distributed_args", "check_before_loading", "run_distributed", "trainer_from_args", "batch_indices",
+           "CHECKPOINT", "CHECKPOINT_META"]
 
 CHECKPOINT, CHECKPOINT_META = "checkpoint.npz", "checkpoint.json"
 # options that must not change between a checkpoint and its resumption
@@ -65,24 +66,37 @@ def add_distributed_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("parallel workers (Ray)")
     g.add_argument("--workers", type=positive_int, default=None,
                    help="train on a pipeline of this many Ray workers, one group of consecutive modules each "
-                        "(dni/cdni: decoupled; bprop: locked). Default: one process, no Ray")
+                        "(dni/cdni: decoupled; bprop: locked; default: one process, no Ray)")
     g.add_argument("--ray-address", default=None,
-                   help="join this Ray cluster (HEAD:6379) instead of starting a local Ray instance")
+                   help="join this Ray cluster (HEAD:6379); by default a local Ray instance is started")
     g.add_argument("--window", type=positive_int, default=None,
                    help="minibatches in flight in the pipeline (default: workers + 1)")
     g.add_argument("--checkpoint-every", type=positive_int, default=1000,
                    help="steps between checkpoints (the pipeline drains, then checkpoint.npz is written)")
     g.add_argument("--lockstep", action="store_true",
-                   help="run the workers one at a time in the single-process order (deterministic, no parallelism)")
+                   help="run the workers one at a time in the single-process order (deterministic, no parallelism; default: off)")
     g.add_argument("--resume", action="store_true",
-                   help="continue from checkpoint.npz in --out (the number of workers may differ)")
+                   help="continue from checkpoint.npz in --out (the number of workers may differ; default: off)")
     g.add_argument("--inject-failure", type=_fail_at, default=None, help=argparse.SUPPRESS)  # test hook
+
+
+PIPELINE_ONLY = ("ray_address", "window", "lockstep", "resume")
+
+
+def check_before_loading(args: argparse.Namespace) -> None:
+    """The command line's checks before the data is read: pipeline options without ``--workers``,
+    Ray missing (one line with the install command), options a pipeline cannot run."""
+    if not args.workers:
+        used = [f"--{k.replace('_', '-')}" for k in PIPELINE_ONLY if getattr(args, k)]
+        if used:
+            raise UsageError(f"{', '.join(used)} needs --workers K (training on a pipeline of Ray workers)")
+        return
+    require_ray()
+    check_distributed_options(args)
 
 
 def check_distributed_options(args: argparse.Namespace) -> None:
     """UsageError for options a pipeline cannot run (checked before Ray starts)."""
-    if args.ray_address and not args.workers:
-        raise UsageError("--ray-address needs --workers K")
     if args.method not in MODES:
         raise UsageError(f"--workers runs --method {', '.join(MODES)}, got --method {args.method}")
     if args.workers > args.layers:

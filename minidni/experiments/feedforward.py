@@ -19,8 +19,8 @@ Code layout, for reuse (``table1`` calls these directly): :func:`make_parser`
 builds the options, :func:`load_dataset` reads the data, :func:`run` trains and
 writes the outputs from parsed options and a :class:`Dataset`. Running on
 several workers (``--workers``/``--ray-address``, Ray) is a separate
-executor for :func:`run`'s training loop; it is added by the distributed
-module, not here.
+executor for :func:`run`'s training loop: :mod:`minidni.distributed.cli` adds
+its options to the command line and :func:`_main` hands the run to it.
 """
 
 from __future__ import annotations
@@ -290,7 +290,10 @@ def _plot_sg(curves: _Curves, summary: dict, path: Path) -> None:
 
 
 def _main(dataset: str, argv: Sequence[str] | None, load: Callable[[Path | None], Dataset] | None) -> int:
+    from minidni.distributed.cli import add_distributed_args, check_before_loading, run_distributed  # noqa: PLC0415
+
     parser = make_parser(dataset)
+    add_distributed_args(parser)  # --workers K: the same training on a pipeline of Ray workers
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help, or a bad option already reported in one line
@@ -298,7 +301,14 @@ def _main(dataset: str, argv: Sequence[str] | None, load: Callable[[Path | None]
 
     def body() -> int:
         _check_options(args)
+        check_before_loading(args)  # Ray missing or pipeline-only options: one line before the data loads
         data = (load or LOADERS[dataset])(args.data_dir)
+        if args.workers:
+            s = run_distributed(args, data, dataset=dataset)
+            print(f"{parser.prog}: {s['method']} {s['model']}-{s['layers']} on {args.workers} workers: test error "
+                  f"{s['test_error_percent']:.2f} % after {s['steps']} steps ({s['steps_per_second']:.1f} steps/s); "
+                  f"summary in {args.out / 'summary.json'}")
+            return 0
         s = run(args, data, dataset=dataset)
         print(f"{parser.prog}: {s['method']} {s['model']}-{s['layers']}: test error {s['test_error_percent']:.2f} % "
               f"after {s['steps']} steps ({s['steps_per_second']:.1f} steps/s, {s['wall_seconds']:.0f} s wall); "

@@ -1,0 +1,452 @@
+"""``python -m minidni.bench parallel``: what running the modules in parallel Ray workers buys, measured.
+
+The network: an MNIST FCN of ``--layers`` hidden layers of ``--width`` units
+(BN, ReLU), cut into ``--modules`` consecutive modules (default: the largest
+worker count), balanced by FLOPs with the synthesizer's cost counted in the
+module below it. ``--method`` (cdni, the paper's linear SG conditioned on the
+label, or dni) puts a synthesizer on the output of every module below the top
+one: with one module per worker, a DNI sits exactly at each worker boundary.
+Every configuration starts from the same initial weights and sees the same
+minibatches (:func:`minidni.distributed.cli.batch_indices`):
+
+- ``single``: one process (this one; its BLAS threads are whatever
+  ``OPENBLAS_NUM_THREADS`` says, recorded), bprop and ``--method``;
+- ``locked``: bprop on a pipeline of K workers (forward up, backward down:
+  each worker waits for every worker above before it updates);
+- ``decoupled``: ``--method`` on a pipeline of K workers (each worker updates
+  with its synthetic gradient and moves on; the SG's targets arrive later),
+
+for K in ``--workers`` (default 1, 2 and ``os.cpu_count()``, duplicates
+dropped). Every worker is a process with one BLAS thread.
+
+INTERLEAVED: each of ``--rounds`` rounds trains every configuration for
+``--steps`` steps in turn (order rotated each round), so load changes on a
+shared machine hit all alike, then evaluates each on ``--test-examples`` test
+images (not timed). The first round (worker warm-up) is left out of the
+throughput, which is examples per second of training time, a pipeline's time
+including the drain that ends each round. Reported:
+
+- examples/s per configuration, and per round the ratio decoupled / locked at
+  the same K (median over rounds, min and max);
+- test error against training wall-clock time; the error every configuration
+  had reached at the same wall-clock time (the fastest configuration's total,
+  each curve interpolated linearly in time), and at the same steps (the end);
+- staleness: for each synthesizer at a worker boundary, how many updates its
+  worker had made between a prediction and the arrival of that prediction's
+  regression target (0 = as in one process), and its effect: decoupled vs
+  single-process ``--method`` (the lock-step order) at equal steps;
+- a width sweep (``--widths``): examples/s of single bprop, locked and
+  decoupled at the largest K for each width, to see where communication stops
+  eating the gain (``--sweep-rounds`` x ``--sweep-steps``, no evaluation).
+
+Writes ``--out`` (default figures/bench_parallel.json) and the figure beside it
+(same name, .png), atomically, with the load average, CPU count and versions.
+Take figures you report through ``/work/helper_notes/quiet.sh`` on a shared
+machine: a 2-worker speed-up cannot be seen when other jobs use the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from minidni import models
+from minidni.cli import UsageError, make_parser, positive_float, positive_int, run_command
+from minidni.distributed.cli import batch_indices
+from minidni.distributed.pipeline import Pipeline, init_ray, require_ray, spawn_workers
+from minidni.dni.feedforward import build_trainer, error_percent
+from minidni.io import save_figure, write_json
+from minidni.layers import Linear, Sequential
+
+PROG = "python -m minidni.bench parallel"
+IN_DIM = 784
+
+
+# ---------------------------------------------------------------------- model
+def layer_costs(layers: int, width: int) -> list[float]:
+    """FLOPs / (6 N) of each hidden layer's forward + backward (its Linear, plus the output Linear on the last)."""
+    costs = [float(IN_DIM * width)] + [float(width * width)] * (layers - 1)
+    costs[-1] += width * 10
+    return costs
+
+
+def module_cut(costs: list[float], modules: int, sg_cost: float) -> list[tuple[int, int]]:
+    """Cut the layers into ``modules`` consecutive groups minimising the largest group cost, where
+    every group but the top one also pays ``sg_cost`` (its synthesizer's prediction and regression)."""
+    n = len(costs)
+    if not 1 <= modules <= n:
+        raise UsageError(f"--modules {modules} must be between 1 and --layers {n}")
+    prefix = np.concatenate([[0.0], np.cumsum(costs)])
+    best = {(0, 0): (0.0, None)}  # (groups, layers) -> (largest group cost, previous cut)
+    for j in range(1, modules + 1):
+        for m in range(j, n - modules + j + 1):
+            extra = sg_cost if j < modules else 0.0
+            best[j, m] = min((max(best[j - 1, s][0], prefix[m] - prefix[s] + extra), s)
+                             for s in range(j - 1, m) if (j - 1, s) in best)
+    groups, m = [], n
+    for j in range(modules, 0, -1):
+        s = best[j, m][1]
+        groups.append((s, m))
+        m = s
+    return groups[::-1]
+
+
+def sg_cost(method: str, width: int) -> float:
+    """FLOPs / (6 N) of one synthesizer on a ``width`` boundary: its forward (2NDM per Linear), and a
+    regression backward without the input gradient on its first Linear (2NDM) and with it on the others (4NDM)."""
+    trainer = build_trainer(models.fcn(2, in_dim=4, width=width, rng=np.random.default_rng(0)), method=method,
+                            in_shape=(4,), lr=1e-3, rng=np.random.default_rng(0))
+    linears = [layer for layer in trainer.synthesizers[0].net.layers if isinstance(layer, Linear)]
+    return sum(l.in_dim * l.out_dim * (4 if i == 0 else 6) / 6 for i, l in enumerate(linears))
+
+
+def make_trainer(method: str, args: argparse.Namespace, width: int, cut: list[tuple[int, int]]):
+    """The FCN with the layers of each ``cut`` group in one module; same init for every call with the same seed."""
+    rng = np.random.default_rng(args.seed)
+    nets = models.fcn(args.layers, width=width, rng=rng)
+    merged = [Sequential([layer for net in nets[a:b] for layer in net.layers]) for a, b in cut]
+    return build_trainer(merged, method=method, in_shape=(IN_DIM,), lr=args.lr, sg_lr=args.sg_lr,
+                         sg_hidden=args.sg_hidden, sg_width=width, rng=np.random.default_rng(args.seed + 1),
+                         seed=args.seed)
+
+
+# ---------------------------------------------------------------------- configurations
+class Config:
+    """One way of training: ``kind`` single / locked / decoupled, ``workers`` (0 for single), and its state."""
+
+    def __init__(self, kind: str, method: str, workers: int, trainer, pipe: Pipeline | None, batch: int):
+        self.kind, self.method, self.workers, self.trainer, self.pipe = kind, method, workers, trainer, pipe
+        self.batch = batch
+        self.name = f"single {method}" if kind == "single" else f"{kind} {method} K={workers}"
+        self.step, self.train_seconds = 0, 0.0
+        self.rounds: list[dict] = []  # per round: steps, seconds, examples/s
+        self.curve: list[dict] = []   # per evaluation: step, train_seconds, test_error_percent
+
+    def train(self, steps: int, data, seed: int, order: dict) -> None:
+        x_train, y_train = data
+        batch = self.batch
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.step += 1
+            idx = batch_indices(self.step, n=x_train.shape[0], batch=batch, seed=seed, cache=order)
+            if self.pipe is None:
+                self.trainer.step(x_train[idx], y_train[idx])
+            else:
+                self.pipe.submit(self.step, x_train[idx], y_train[idx])
+        if self.pipe is not None:
+            self.pipe.drain()
+        seconds = time.perf_counter() - t0
+        self.train_seconds += seconds
+        self.rounds.append({"steps": steps, "seconds": seconds, "examples_per_second": steps * batch / seconds,
+                            "load_average_1min": os.getloadavg()[0]})
+
+    def evaluate(self, x_test, y_test) -> float:
+        if self.pipe is None:
+            err = error_percent(self.trainer.modules, x_test, y_test)
+        else:
+            err = self.pipe.error_percent(x_test, y_test)
+        self.curve.append({"step": self.step, "train_seconds": self.train_seconds, "test_error_percent": err})
+        return err
+
+
+def make_configs(args, width: int, cut, ks: list[int], actors: list) -> list[Config]:
+    """single bprop and --method, then locked and decoupled for each K (pipelines on slices of ``actors``)."""
+    configs = [Config("single", m, 0, make_trainer(m, args, width, cut), None, args.batch)
+               for m in ("bprop", args.method)]
+    used = 0
+    for k in ks:
+        for kind, method in (("locked", "bprop"), ("decoupled", args.method)):
+            trainer = make_trainer(method, args, width, cut)
+            pipe = Pipeline(trainer, workers=k, actors=actors[used:used + k])  # modules balanced by parameters
+            used += k
+            configs.append(Config(kind, method, k, trainer, pipe, args.batch))
+    return configs
+
+
+def interleave(configs: list[Config], rounds: int, steps: int, data, args, *, test=None, log=print) -> None:
+    """``rounds`` rounds of ``steps`` steps per configuration, rotated; evaluate after each round if ``test``."""
+    order: dict = {}
+    if test is not None:
+        for c in configs:
+            c.evaluate(*test)
+    for r in range(rounds):
+        turn = configs[r % len(configs):] + configs[:r % len(configs)]
+        for c in turn:
+            c.train(steps, data, args.seed, order)
+            if test is not None:
+                c.evaluate(*test)
+        log(f"round {r + 1}/{rounds}: " + ", ".join(
+            f"{c.name} {c.rounds[-1]['examples_per_second']:.0f} ex/s"
+            + (f" {c.curve[-1]['test_error_percent']:.1f} %" if test is not None else "") for c in configs))
+
+
+def throughput(c: Config) -> float:
+    """Examples/s over every round but the first (warm-up); over all of them if there is only one."""
+    rounds = c.rounds[1:] or c.rounds
+    return sum(r["steps"] for r in rounds) * c.batch / sum(r["seconds"] for r in rounds)
+
+
+def round_ratios(a: Config, b: Config) -> list[float]:
+    """Per-round examples/s ratio a / b (first round left out when there are several)."""
+    pairs = list(zip(a.rounds, b.rounds))
+    pairs = pairs[1:] or pairs
+    return [ra["examples_per_second"] / rb["examples_per_second"] for ra, rb in pairs]
+
+
+def summary_of(ratios: list[float]) -> dict:
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "rounds": len(ratios)}
+
+
+def error_at(c: Config, seconds: float) -> float:
+    """Test error at ``seconds`` of training, linear in time between evaluations."""
+    t = [p["train_seconds"] for p in c.curve]
+    return float(np.interp(seconds, t, [p["test_error_percent"] for p in c.curve]))
+
+
+# ---------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    cpus = os.cpu_count() or 1
+    p = make_parser(PROG, "Examples/s and test error vs wall-clock time: one process, locked (bprop) and decoupled "
+                          "(DNI) pipelines of Ray workers, side by side; and a width sweep.")
+    p.add_argument("--method", choices=("dni", "cdni"), default="cdni", help="the decoupled pipeline's method")
+    p.add_argument("--layers", type=positive_int, default=8, help="hidden layers of the FCN")
+    p.add_argument("--width", type=positive_int, default=1024, help="units per hidden layer")
+    p.add_argument("--modules", type=positive_int, default=None,
+                   help="modules (one synthesizer between two; default: the largest of --workers)")
+    p.add_argument("--workers", type=positive_int, nargs="+", default=sorted({1, 2, cpus}),
+                   help="pipeline sizes K to measure")
+    p.add_argument("--batch", type=positive_int, default=256, help="minibatch size")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate of the modules")
+    p.add_argument("--sg-lr", type=positive_float, default=None, help="synthesizers' Adam lr (default: --lr)")
+    p.add_argument("--sg-hidden", type=int, choices=(0, 1, 2), default=None,
+                   help="synthesizer hidden layers (default: 2 for dni, 0 for cdni); their width is --width")
+    p.add_argument("--rounds", type=positive_int, default=8, help="interleaved rounds (the first is a warm-up)")
+    p.add_argument("--steps", type=positive_int, default=25, help="steps per configuration per round")
+    p.add_argument("--test-examples", type=positive_int, default=2000, help="test images per evaluation")
+    p.add_argument("--widths", type=positive_int, nargs="*", default=[64, 256, 1024, 2048],
+                   help="width sweep (none: skip it)")
+    p.add_argument("--sweep-rounds", type=positive_int, default=3, help="interleaved rounds per sweep width")
+    p.add_argument("--sweep-steps", type=positive_int, default=10, help="steps per configuration per sweep round")
+    p.add_argument("--synthetic", action="store_true",
+                   help="random MNIST-shaped data instead of MNIST (timing only: the test error means nothing)")
+    p.add_argument("--data-dir", type=Path, default=None, help="data folder (default $MINIDNI_DATA or the cache)")
+    p.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting a local one")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("figures/bench_parallel.json"),
+                   help="JSON output file; the figure goes beside it (.png)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return run_command(PROG, lambda: _run(args))
+
+
+def _data(args) -> tuple:
+    if args.synthetic:
+        rng = np.random.default_rng(args.seed)
+        n = max(4 * args.batch, args.test_examples)
+        return (rng.random((n, IN_DIM), dtype=np.float32), rng.integers(0, 10, n),
+                rng.random((args.test_examples, IN_DIM), dtype=np.float32), rng.integers(0, 10, args.test_examples))
+    from minidni.experiments.feedforward import load_dataset  # noqa: PLC0415
+
+    d = load_dataset("mnist", args.data_dir)
+    return (np.asarray(d.x_train, np.float32).reshape(-1, IN_DIM), np.asarray(d.y_train, np.int64),
+            np.asarray(d.x_test, np.float32).reshape(-1, IN_DIM)[:args.test_examples],
+            np.asarray(d.y_test, np.int64)[:args.test_examples])
+
+
+def _environment() -> dict:
+    ray = require_ray()
+    return {"cpu_count": os.cpu_count(), "load_average_at_start": list(os.getloadavg()),
+            "python": platform.python_version(), "numpy": np.__version__, "ray": ray.__version__,
+            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "driver_blas_threads": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                                                    "MKL_NUM_THREADS")},
+            "command": " ".join(["python -m minidni.bench parallel", *sys.argv[1:]])}
+
+
+def _run(args) -> int:
+    require_ray()
+    ks = sorted(set(args.workers))
+    modules = args.modules or ks[-1]
+    if modules > args.layers:
+        raise UsageError(f"--modules {modules} is more than --layers {args.layers}")
+    if ks[-1] > modules:
+        raise UsageError(f"--workers {ks[-1]} is more than the {modules} modules (--modules) to share out")
+    log = (lambda *a: None) if args.quiet else (lambda msg: print(f"{PROG}: {msg}", flush=True))  # noqa: E731
+    env = _environment()
+    x_train, y_train, x_test, y_test = _data(args)
+    started = init_ray(args.ray_address)
+    try:
+        actors = spawn_workers(2 * sum(ks), cpus_per_worker=_share(2 * sum(ks)))
+        result = _main_phase(args, ks, modules, actors, (x_train, y_train), (x_test, y_test), log)
+        result["width_sweep"] = _sweep(args, ks[-1], modules, actors, (x_train, y_train), log)
+        for actor in actors:
+            require_ray().kill(actor)
+    finally:
+        if started:
+            require_ray().shutdown()
+    env["load_average_at_end"] = list(os.getloadavg())
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    out = {"benchmark": "parallel", "options": options, "environment": env, **result}
+    write_json(args.out, out)
+    png = args.out.with_suffix(".png")
+    _plot(out, png)
+    _print_table(out, log)
+    log(f"wrote {args.out} and {png}")
+    return 0
+
+
+def _share(count: int) -> float:
+    """Ray CPUs per worker so that ``count`` actors fit: the pipelines take turns, never run together."""
+    return min(1.0, require_ray().cluster_resources().get("CPU", 1.0) / count)
+
+
+def _main_phase(args, ks, modules, actors, train, test, log) -> dict:
+    costs = layer_costs(args.layers, args.width)
+    sg = sg_cost(args.method, args.width)
+    cut = module_cut(costs, modules, sg)
+    configs = make_configs(args, args.width, cut, ks, actors)
+    for c in configs:
+        if c.pipe is not None:
+            for line in c.pipe.describe():
+                log(f"{c.name}: {line}")
+    interleave(configs, args.rounds, args.steps, train, args, test=test, log=log)
+    by_name = {c.name: c for c in configs}
+    t_equal = min(c.train_seconds for c in configs)
+    rows = []
+    for c in configs:
+        locked = by_name.get(f"locked bprop K={c.workers}")
+        row = {"name": c.name, "kind": c.kind, "method": c.method, "workers": c.workers,
+               "examples_per_second": throughput(c), "train_seconds": c.train_seconds, "steps": c.step,
+               "test_error_at_equal_time": error_at(c, t_equal),
+               "test_error_at_equal_steps": c.curve[-1]["test_error_percent"],
+               "rounds": c.rounds, "curve": c.curve}
+        if c.kind == "decoupled" and locked is not None:
+            row["ratio_to_locked_same_k"] = summary_of(round_ratios(c, locked))
+        row["ratio_to_single_bprop"] = summary_of(round_ratios(c, by_name["single bprop"]))
+        if c.pipe is not None:
+            report = c.pipe.report()
+            row["groups"] = c.pipe.groups
+            row["stages"] = [{"group": s["group"], "name": s["name"], "updates": s["updates"],
+                              "staleness": s["staleness"], "busy_fraction": s["timing"].get("busy_fraction"),
+                              "placement": s["placement"]} for s in report]
+            c.pipe.shutdown()
+        rows.append(row)
+    single = by_name[f"single {args.method}"]
+    staleness_effect = [{"workers": c.workers, "steps": c.step,
+                         "decoupled_error": c.curve[-1]["test_error_percent"],
+                         "lockstep_order_error": single.curve[-1]["test_error_percent"],
+                         "per_round": [{"step": a["step"], "decoupled": a["test_error_percent"],
+                                        "lockstep_order": b["test_error_percent"]}
+                                       for a, b in zip(c.curve, single.curve)]}
+                        for c in configs if c.kind == "decoupled"]
+    return {"model": {"layers": args.layers, "width": args.width, "modules": modules, "cut_layers": cut,
+                      "layer_costs": costs, "synthesizer_cost": sg, "batch": args.batch,
+                      "flops_per_step_bprop": 6 * args.batch * sum(costs),
+                      "ideal_ratio_decoupled_to_locked_at_modules":
+                          sum(costs) / max(sum(costs[a:b]) + (sg if j < len(cut) - 1 else 0.0)
+                                           for j, (a, b) in enumerate(cut))},
+            "equal_time_seconds": t_equal, "configs": rows, "staleness_effect": staleness_effect}
+
+
+def _sweep(args, k, modules, actors, train, log) -> list[dict]:
+    out = []
+    for width in args.widths:
+        cut = module_cut(layer_costs(args.layers, width), modules, sg_cost(args.method, width))
+        configs = make_configs(args, width, cut, [k], actors)
+        configs = [c for c in configs if c.kind != "single" or c.method == "bprop"]
+        interleave(configs, args.sweep_rounds, args.sweep_steps, train, args,
+                   log=lambda msg, w=width: log(f"width {w}: {msg}"))
+        single, locked, dec = configs
+        out.append({"width": width, "workers": k, "cut_layers": cut,
+                    "examples_per_second": {c.name: throughput(c) for c in configs},
+                    "ratio_decoupled_to_locked": summary_of(round_ratios(dec, locked)),
+                    "ratio_decoupled_to_single_bprop": summary_of(round_ratios(dec, single)),
+                    "ratio_locked_to_single_bprop": summary_of(round_ratios(locked, single))})
+        for c in configs:
+            if c.pipe is not None:
+                c.pipe.shutdown()
+    return out
+
+
+def _print_table(out: dict, log) -> None:
+    log(f"{'configuration':<26} {'ex/s':>8} {'vs locked':>10} {'vs 1-proc':>10} "
+        f"{'err@' + format(out['equal_time_seconds'], '.0f') + 's':>9} {'err@end':>8} {'staleness':>10}")
+    for r in out["configs"]:
+        vs_locked = r.get("ratio_to_locked_same_k", {}).get("median")
+        stale = [s["staleness"].get("sg", {}).get("mean") for s in r.get("stages", []) if s["staleness"].get("sg")]
+        log(f"{r['name']:<26} {r['examples_per_second']:8.0f} {_fmt(vs_locked, 'x'):>10} "
+            f"{_fmt(r['ratio_to_single_bprop']['median'], 'x'):>10} {r['test_error_at_equal_time']:8.2f}% "
+            f"{r['test_error_at_equal_steps']:7.2f}% {_fmt(stale[0] if stale else None, ''):>10}")
+    for s in out["width_sweep"]:
+        log(f"width {s['width']:>5}: decoupled/locked {s['ratio_decoupled_to_locked']['median']:.2f}x, "
+            f"decoupled/single bprop {s['ratio_decoupled_to_single_bprop']['median']:.2f}x")
+
+
+def _fmt(value, unit: str) -> str:
+    return "-" if value is None else f"{value:.2f}{unit}"
+
+
+def _plot(out: dict, path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    colours = {"single": "tab:gray", "locked": "tab:blue", "decoupled": "tab:orange"}
+    m = out["model"]
+    fig, (ax_bar, ax_err, ax_sweep) = plt.subplots(1, 3, figsize=(17, 4.8), layout="constrained")
+    rows = out["configs"]
+    xs = np.arange(len(rows))
+    ax_bar.bar(xs, [r["examples_per_second"] for r in rows], color=[colours[r["kind"]] for r in rows])
+    for x, r in zip(xs, rows):
+        ratio = r.get("ratio_to_locked_same_k", {}).get("median")
+        if ratio is not None:
+            ax_bar.annotate(f"{ratio:.2f}x locked", (x, r["examples_per_second"]), ha="center", va="bottom",
+                            fontsize=8)
+    ax_bar.set_xticks(xs, [r["name"].replace(" K=", "\nK=") for r in rows], rotation=30, ha="right", fontsize=8)
+    ax_bar.set_ylabel("training throughput (examples / s)")
+    ax_bar.set_title(f"FCN-{m['layers']} x {m['width']}, batch {m['batch']}, {m['modules']} modules")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
+    ax_bar.legend(handles, ["one process", "locked pipeline (bprop)", "decoupled pipeline (DNI)"], fontsize=8)
+    for r in rows:
+        style = {"single": ":", "locked": "--", "decoupled": "-"}[r["kind"]]
+        ax_err.plot([p["train_seconds"] for p in r["curve"]], [p["test_error_percent"] for p in r["curve"]],
+                    style, marker=".", label=r["name"])
+    ax_err.axvline(out["equal_time_seconds"], color="k", lw=0.8, alpha=0.5, label="equal-time comparison")
+    ax_err.set_xlabel("training wall-clock time (s, evaluations excluded)")
+    ax_err.set_ylabel("test error (%)")
+    ax_err.set_yscale("log")
+    ax_err.set_title("test error against wall-clock time")
+    ax_err.legend(fontsize=7)
+    sweep = out["width_sweep"]
+    if sweep:
+        widths = [s["width"] for s in sweep]
+        for key, label in (("ratio_decoupled_to_locked", "decoupled / locked"),
+                           ("ratio_decoupled_to_single_bprop", "decoupled / one-process bprop"),
+                           ("ratio_locked_to_single_bprop", "locked / one-process bprop")):
+            med = [s[key]["median"] for s in sweep]
+            err = [[md - s[key]["min"] for md, s in zip(med, sweep)], [s[key]["max"] - md for md, s in zip(med, sweep)]]
+            ax_sweep.errorbar(widths, med, yerr=err, marker="o", capsize=3, label=label)
+        ax_sweep.axhline(1.0, color="k", lw=0.8)
+        ax_sweep.set_xscale("log", base=2)
+        ax_sweep.set_xticks(widths, [str(w) for w in widths])
+        ax_sweep.legend(fontsize=8)
+    ax_sweep.set_xlabel("FCN width (units per layer)")
+    ax_sweep.set_ylabel("throughput ratio (median over rounds; bars: min-max)")
+    ax_sweep.set_title(f"width sweep, K={sweep[0]['workers'] if sweep else '-'} workers")
+    ax_sweep.grid(True, alpha=0.3)
+    ax_err.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"Ray pipelines on {out['environment']['cpu_count']} CPUs "
+                 f"(load average at start {out['environment']['load_average_at_start'][0]:.2f})")
+    save_figure(fig, path)
+    plt.close(fig)

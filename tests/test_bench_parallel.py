@@ -1,0 +1,55 @@
+"""Smoke test of ``python -m minidni.bench parallel`` at tiny sizes (JSON keys, figure, bad options); no timing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from minidni.bench.parallel import layer_costs, main, module_cut
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                                reason='needs the optional Ray extra: pip install -e ".[distributed]"')
+
+
+def test_module_cut_counts_the_synthesizer_in_the_module_below():
+    costs = [4.0, 4.0, 4.0, 4.0]
+    assert module_cut(costs, 2, 0.0) == [(0, 2), (2, 4)]
+    assert module_cut(costs, 2, 5.0) == [(0, 1), (1, 4)]  # 4 + 5 below, 12 above: the best largest group
+    assert module_cut(costs, 1, 5.0) == [(0, 4)]
+    assert layer_costs(2, 8) == [784.0 * 8, 8.0 * 8 + 80]
+
+
+def test_bad_options_exit_2_with_one_line_before_ray_starts(capsys, tmp_path):
+    assert main(["--synthetic", "--layers", "2", "--workers", "3", "--out", str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--modules 3 is more than --layers 2" in err
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_tiny_run_writes_json_and_figure(capsys, tmp_path):
+    out = tmp_path / "bench.json"
+    argv = ["--synthetic", "--layers", "3", "--width", "16", "--batch", "8", "--workers", "1", "2",
+            "--rounds", "2", "--steps", "3", "--test-examples", "20", "--widths", "8",
+            "--sweep-rounds", "1", "--sweep-steps", "2", "--quiet", "--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    data = json.loads(out.read_text())
+    assert out.with_suffix(".png").stat().st_size > 0
+    env = data["environment"]
+    assert env["cpu_count"] >= 1 and len(env["load_average_at_start"]) == 3 and env["ray"] and env["numpy"]
+    names = [r["name"] for r in data["configs"]]
+    assert names == ["single bprop", "single cdni", "locked bprop K=1", "decoupled cdni K=1",
+                     "locked bprop K=2", "decoupled cdni K=2"]
+    rows = {r["name"]: r for r in data["configs"]}
+    for r in rows.values():
+        assert r["steps"] == 6 and r["examples_per_second"] > 0 and len(r["curve"]) == 3
+        assert 0 <= r["test_error_at_equal_time"] <= 100 and len(r["rounds"]) == 2
+    two = rows["decoupled cdni K=2"]
+    assert two["ratio_to_locked_same_k"]["rounds"] == 1 and two["groups"] == [[0, 1], [1, 2]]
+    sg = two["stages"][0]["staleness"]["sg"]
+    assert sg["count"] == 6 and sum(sg["histogram"].values()) == 6
+    assert data["model"]["modules"] == 2 and data["staleness_effect"][-1]["steps"] == 6
+    (sweep,) = data["width_sweep"]
+    assert sweep["width"] == 8 and set(sweep["examples_per_second"]) == {"single bprop", "locked bprop K=2",
+                                                                           "decoupled cdni K=2"}
