@@ -122,7 +122,7 @@ class Stage:
                 ready = sg.ready
             if unlock and i > 0:
                 ready = ready and self.input_models[j].ready
-            d_in, grads = module.backward(d_out, cache)
+            d_in, grads = module.backward(d_out, cache, input_grad=i > 0)  # module 0's input is the image
             if ready:
                 module.update(grads)
             if j == 0:
@@ -208,8 +208,9 @@ class Stage:
         return d_in
 
     def _backward(self, caches, d):
-        for module, cache in zip(self.modules[::-1], caches[::-1]):
-            d, grads = module.backward(d, cache)
+        for j in range(len(self.modules) - 1, -1, -1):
+            module = self.modules[j]
+            d, grads = module.backward(d, caches[j], input_grad=self.first + j > 0)  # nobody needs the image's
             module.update(grads)  # backprop: each module updates right after its own backward
         self.updates += 1
         return d if self.first > 0 else None
