@@ -5,6 +5,7 @@ Exports are listed one per line so that each helper can append its own.
 
 from minidni.dni.synthesizers import Regressor, Synthesizer, conv_synthesizer, mlp_regressor, mlp_synthesizer
 from minidni.dni.feedforward import METHODS, FeedForwardTrainer, Module, StepResult, build_trainer
+from minidni.dni.recurrent import MODES, RESETS, RecurrentTrainer, char_loss, copy_loss
 
 __all__ = [
     "Regressor",
@@ -17,4 +18,9 @@ __all__ = [
     "FeedForwardTrainer",
     "StepResult",
     "build_trainer",
+    "MODES",
+    "RESETS",
+    "RecurrentTrainer",
+    "copy_loss",
+    "char_loss",
 ]

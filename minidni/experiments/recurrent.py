@@ -69,7 +69,8 @@ def make_parser(task: str) -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=positive_int, default=d["hidden"], help="LSTM units (paper: 256 Copy, 1024 PTB)")
     p.add_argument("--batch", type=positive_int, default=d["batch"], help="parallel streams (batch rows)")
     p.add_argument("--lr", type=positive_float, default=d["lr"], help="Adam learning rate of the LSTM and heads")
-    p.add_argument("--sg-lr", type=positive_float, default=None, help="Adam learning rate of the SG model (default --lr/10)")
+    p.add_argument("--sg-lr", type=positive_float, default=None,
+                   help="Adam learning rate of the SG model (default: the same as --lr)")
     p.add_argument("--sg-scale", type=nonnegative_float, default=0.1, help="factor on the SG before it is injected")
     p.add_argument("--aux-weight", type=nonnegative_float, default=0.1, help="weight λ of the dni-aux loss")
     p.add_argument("--reset-state", choices=RESETS, default="episode",
@@ -116,7 +117,8 @@ class _Run:
             self.best_params: dict | None = None
             self.bad_evals = 0
             self.evals: list[dict] = []
-        self.trainer = RecurrentTrainer(*dims, args.hidden, mode=mode, lr=args.lr, sg_lr=args.sg_lr,
+        sg_lr = args.lr if args.sg_lr is None else args.sg_lr
+        self.trainer = RecurrentTrainer(*dims, args.hidden, mode=mode, lr=args.lr, sg_lr=sg_lr,
                                         sg_scale=args.sg_scale, aux_weight=args.aux_weight, clip=args.clip,
                                         reset=args.reset_state, rng=np.random.default_rng(args.seed))
         self.logs: list[dict] = []

@@ -1,0 +1,317 @@
+"""``python -m minidni.run table2``: the Table 2 grid (task x mode x T x seeds) at a stated budget.
+
+    python -m minidni.run table2                                 # Copy and Repeat Copy, T = 2..5, 3 seeds
+    python -m minidni.run table2 --tasks ptb --data-dir ../shared/data --T 2 3 --name table2_ptb
+    python -m minidni.run table2 --workers 2 --steps 20000 --resume
+
+Every cell is one ``python -m minidni.run TASK --mode M --T T --seed S
+--no-compare`` run in its own process (``OPENBLAS_NUM_THREADS=1``), ``--workers``
+at a time, writing into ``--out/TASK/MODE/T{T}/seed{S}``; a cell whose
+summary.json already has ``--steps`` steps and the same options is reused with
+``--resume`` (an interrupted cell continues from its checkpoint). Each cell's
+options are checked with its task's parser before anything starts, so a bad
+``--extra`` is one error line, not a grid of failed runs. The result of a cell is the
+longest episode length solved (Copy: N+3, Repeat Copy: N*R+3) or the test BPC
+(PTB), averaged over seeds.
+
+Writes ``<figures>/<name>.md`` (``--name`` default ``table2``: ours beside the
+paper's numbers, the command, the budget, seeds and wall time, and whether DNI
+beat BPTT at each T), ``<name>.json`` (every run's summary without its logs) and
+``<name>.png`` (result vs T per task, one line per mode; the paper's dashed).
+The paper trained to convergence; a CPU budget of a few thousand windows
+solves far shorter sequences, so compare the ORDER of the modes at equal T,
+not the absolute lengths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from minidni.cli import UsageError, make_parser, positive_float, positive_int, run_command
+from minidni.dni.recurrent import MODES
+from minidni.experiments import recurrent
+from minidni.io import save_figure, write_json, write_text
+
+PROG = "python -m minidni.run table2"
+TASKS = ("copy", "repeat-copy", "ptb")
+# Table 2 of the paper: {task: {mode: {T: value}}} (Copy / Repeat Copy: length solved; PTB: test BPC)
+PAPER = {
+    "copy": {"bptt": {2: 7, 3: 8, 4: 10, 5: 8}, "dni": {2: 16, 3: 14, 4: 18, 5: 18},
+             "dni-aux": {2: 16, 3: 17, 4: 19, 5: 18}},
+    "repeat-copy": {"bptt": {2: 7, 3: 5, 4: 19, 5: 23}, "dni": {2: 39, 3: 33, 4: 39, 5: 59},
+                    "dni-aux": {2: 39, 3: 59, 4: 67, 5: 59}},
+    "ptb": {"bptt": {2: 1.39, 3: 1.38, 4: 1.37, 5: 1.37, 8: 1.35, 20: 1.35, 40: 1.34},
+            "dni": {2: 1.37, 3: 1.36, 4: 1.35, 5: 1.35, 8: 1.34},
+            "dni-aux": {2: 1.37, 3: 1.36, 4: 1.35, 5: 1.35, 8: 1.33}},
+}
+METRIC = {"copy": "max_episode_length", "repeat-copy": "max_episode_length", "ptb": "test_bpc"}
+_RUN_ONLY = {"resume", "progress"}  # options that do not change a run's result
+COLORS = {"bptt": "tab:blue", "dni": "tab:orange", "dni-aux": "tab:green"}
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a valid seed (accepted: 0 or more)")
+    return value
+
+
+def _name(text: str) -> str:
+    if not text or "/" in text or text.startswith("."):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a plain file name (no folder, no leading dot)")
+    return text
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = make_parser(PROG, "Run the Table 2 grid (task x mode x T x seeds) at a stated budget and tabulate it.")
+    p.add_argument("--tasks", nargs="+", choices=TASKS, default=["copy", "repeat-copy"], help="tasks (rows)")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="training modes")
+    p.add_argument("--T", type=positive_int, nargs="+", default=[2, 3, 4, 5], help="truncation lengths")
+    p.add_argument("--seeds", type=_seed, nargs="+", default=[0, 1, 2], help="seeds per cell")
+    p.add_argument("--steps", type=positive_int, default=8000, help="training windows per run (the budget)")
+    p.add_argument("--hidden", type=positive_int, default=None, help="LSTM units (default: each task's default)")
+    p.add_argument("--batch", type=positive_int, default=None, help="streams (default: each task's default)")
+    p.add_argument("--lr", type=positive_float, default=None, help="core lr (default: each task's default)")
+    p.add_argument("--workers", type=positive_int, default=max(1, (os.cpu_count() or 1)),
+                   help="runs in parallel (one process each, one BLAS thread each)")
+    p.add_argument("--extra", default="", help="more options passed to every run, e.g. \"--sg-lr 1e-3\"")
+    p.add_argument("--resume", action="store_true", help="reuse finished cells, continue interrupted ones")
+    p.add_argument("--out", type=Path, default=Path("runs/table2"), help="folder of the individual runs")
+    p.add_argument("--figures", type=Path, default=Path("figures"), help="folder for NAME.md/.json/.png")
+    p.add_argument("--name", type=_name, default="table2", help="file name (no suffix) of the table and figure")
+    p.add_argument("--data-dir", type=Path, default=None, help="data folder (PTB)")
+    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    return p
+
+
+def _cells(args) -> list[dict]:
+    cells = []
+    for task in args.tasks:
+        for mode in args.modes:
+            for T in args.T:
+                for seed in args.seeds:
+                    cells.append({"task": task, "mode": mode, "T": T, "seed": seed,
+                                  "out": args.out / task / mode / f"T{T}" / f"seed{seed}"})
+    return cells
+
+
+def _argv(args, cell: dict) -> list[str]:
+    argv = [cell["task"], "--mode", cell["mode"], "--T", str(cell["T"]), "--seed", str(cell["seed"]),
+            "--steps", str(args.steps), "--no-compare", "--no-progress", "--out", str(cell["out"]),
+            "--backend", args.backend]
+    for name in ("hidden", "batch", "lr"):
+        if getattr(args, name) is not None:
+            argv += [f"--{name}", str(getattr(args, name))]
+    if cell["task"] == "ptb" and args.data_dir is not None:
+        argv += ["--data-dir", str(args.data_dir)]
+    if args.resume:
+        argv.append("--resume")
+    return argv + args.extra.split()
+
+
+def _cell_options(args, cell: dict) -> dict:
+    """The options the cell's run will have (its task's parser on its argv), as its summary.json stores them.
+
+    Raises UsageError (one line) when the task's parser rejects them, e.g. a bad ``--extra``.
+    """
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            ns = recurrent.make_parser(cell["task"]).parse_args(_argv(args, cell)[1:])
+    except SystemExit:
+        lines = err.getvalue().strip().splitlines() or ["rejected"]
+        raise UsageError(f"the {cell['task']} runs would reject their options: {lines[-1]}") from None
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(ns).items() if k not in _RUN_ONLY}
+
+
+def _finished(cell: dict, options: dict, steps: int) -> dict | None:
+    """The cell's summary if it finished (all ``steps``, or stopped early) with these options, else None."""
+    path = cell["out"] / "summary.json"
+    if not path.exists():
+        return None
+    s = json.loads(path.read_text())
+    done = s.get("steps") == steps or s.get("stopped_early")
+    same = {k: s.get("options", {}).get(k) for k in options} == options
+    return s if done and same and not s.get("diverged") else None
+
+
+def _run_cell(args, cell: dict) -> dict:
+    """Run one cell in its own process; returns its summary (without logs) or an error record."""
+    tag = {k: cell[k] for k in ("task", "mode", "T", "seed")}
+    if args.resume and (done := _finished(cell, cell["options"], args.steps)) is not None:
+        return {**{k: v for k, v in done.items() if k != "logs"}, **tag, "reused": True}
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "minidni.run", *_argv(args, cell)], env=env,
+                          capture_output=True, text=True)
+    path = cell["out"] / "summary.json"
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    summary = {k: v for k, v in summary.items() if k != "logs"}
+    if proc.returncode != 0:
+        summary.update(error=(proc.stderr.strip().splitlines() or ["exit code %d" % proc.returncode])[-1])
+    return {**summary, **tag, "reused": False}
+
+
+def _aggregate(runs: list[dict]) -> dict:
+    """{task: {mode: {T: {"mean", "values", "errors"}}}} of each task's metric over seeds."""
+    table: dict = {}
+    for r in runs:
+        metric = METRIC[r["task"]]
+        entry = table.setdefault(r["task"], {}).setdefault(r["mode"], {}).setdefault(
+            r["T"], {"values": [], "errors": [], "wall_seconds": 0.0})
+        if "error" in r or r.get(metric) is None:
+            entry["errors"].append(r.get("error", "no result"))
+        else:
+            entry["values"].append(r[metric])
+        entry["wall_seconds"] += r.get("wall_seconds", 0.0)
+    for modes in table.values():
+        for Ts in modes.values():
+            for e in Ts.values():
+                e["mean"] = sum(e["values"]) / len(e["values"]) if e["values"] else math.nan
+    return table
+
+
+def _fmt(task: str, value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.3f}" if task == "ptb" else f"{value:g}"
+
+
+def _headline(task: str, modes: dict, mode: str) -> str | None:
+    """'dni vs bptt: better at T=2, 3; equal at T=4; worse at T=5' (means over seeds), or None."""
+    if mode not in modes or "bptt" not in modes:
+        return None
+    verdict: dict[str, list] = {"better": [], "equal": [], "worse": []}
+    for T in sorted(set(modes[mode]) & set(modes["bptt"])):
+        ours, base = modes[mode][T]["mean"], modes["bptt"][T]["mean"]
+        if math.isnan(ours) or math.isnan(base):
+            continue
+        gain = base - ours if task == "ptb" else ours - base  # PTB: lower BPC is better
+        verdict["better" if gain > 0 else "worse" if gain < 0 else "equal"].append(str(T))
+    parts = [f"{k} at T={', '.join(v)}" for k, v in verdict.items() if v]
+    return f"{mode} vs bptt (mean over seeds): " + ("; ".join(parts) or "no comparable cells")
+
+
+def _options_line(runs: list[dict], task: str) -> str | None:
+    o = next((r["options"] for r in runs if r["task"] == task and "options" in r), None)
+    if o is None:
+        return None
+    return (f"Options: hidden {o['hidden']}, batch {o['batch']}, lr {o['lr']}, sg-lr {o['sg_lr'] or 'as lr'}, "
+            f"sg-scale {o['sg_scale']}, aux-weight {o['aux_weight']}, reset-state {o['reset_state']}, "
+            f"clip {o['clip']}.")
+
+
+def _markdown(args, command: str, table: dict, runs: list[dict], wall: float) -> str:
+    run_seconds = sum(r.get("wall_seconds", 0.0) for r in runs)
+    reused = sum(bool(r.get("reused")) for r in runs)
+    lines = ["# Table 2 (recurrent DNI): ours beside the paper", "",
+             f"Command: `{command}`", "",
+             f"Budget: **{args.steps} training windows per run** (the paper trained to convergence), "
+             f"seeds {', '.join(map(str, args.seeds))} (mean shown, each seed in brackets), {args.backend}; "
+             f"grid wall time {wall / 60:.1f} min with {args.workers} parallel workers "
+             f"({len(runs)} runs, {reused} reused from an earlier invocation; "
+             f"{run_seconds / 60:.1f} min of run time in all).", "",
+             "Copy / Repeat Copy: longest episode length solved under the 0.15-bit curriculum "
+             "(N+3 / N·R+3; 0 = not even N=1). PTB: test bits per character. "
+             "Paper in parentheses. Compare the order of the modes at equal T; absolute numbers need the "
+             "paper's budget."]
+    for task, modes in table.items():
+        Ts = sorted({T for m in modes.values() for T in m})
+        lines += ["", f"## {task}", ""]
+        if (opts := _options_line(runs, task)) is not None:
+            lines += [opts, ""]
+        lines += ["| mode | " + " | ".join(f"T={T} ours (paper)" for T in Ts) + " |", "|---|" + "---|" * len(Ts)]
+        for mode in MODES:
+            if mode not in modes:
+                continue
+            cells = []
+            for T in Ts:
+                e = modes[mode].get(T)
+                ours = "–" if e is None else _fmt(task, e["mean"])
+                seeds = "" if e is None or len(e["values"]) < 2 else " [" + ", ".join(_fmt(task, v) for v in e["values"]) + "]"
+                failed = "" if e is None or not e["errors"] else f" ({len(e['errors'])} failed)"
+                cells.append(f"{ours}{seeds}{failed} ({_fmt(task, PAPER[task].get(mode, {}).get(T))})")
+            lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+        heads = [h for m in MODES[1:] if (h := _headline(task, modes, m)) is not None]
+        if heads:
+            lines += [""] + [f"- {h}" for h in heads]
+    errors = [r for r in runs if "error" in r]
+    if errors:
+        lines += ["", "Failed runs:"] + [f"- {r['task']} {r['mode']} T={r['T']} seed {r['seed']}: {r['error']}"
+                                         for r in errors]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(table: dict, args, path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, axes = plt.subplots(1, len(table), figsize=(5.2 * len(table), 4), layout="constrained", squeeze=False)
+    for ax, (task, modes) in zip(axes[0], table.items()):
+        for mode, Ts in modes.items():
+            xs = sorted(Ts)
+            ax.plot(xs, [Ts[T]["mean"] for T in xs], marker="o", color=COLORS[mode], label=f"{mode} (ours)")
+            paper = PAPER[task].get(mode, {})
+            px = [T for T in sorted(paper) if T in Ts or task != "ptb"]
+            ax.plot(px, [paper[T] for T in px], ls="--", marker="x", color=COLORS[mode], alpha=0.6,
+                    label=f"{mode} (paper)")
+        ax.set_xlabel("truncation T (time steps per window)")
+        ax.set_ylabel("test bits per character" if task == "ptb" else "longest episode length solved (steps)")
+        ax.set_title(f"{task}: {args.steps} windows per run" + ("" if task == "ptb" else " (paper: to convergence)"))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Table 2: truncated BPTT vs DNI vs DNI + Aux")
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+    def body() -> int:
+        if "ptb" in args.tasks and args.data_dir is None and not os.environ.get("MINIDNI_DATA"):
+            raise UsageError("--tasks ptb needs --data-dir (or $MINIDNI_DATA) pointing at the folder with ptb/")
+        cells = _cells(args)
+        for cell in cells:  # every run's options checked before any starts
+            cell["options"] = _cell_options(args, cell)
+        t0 = time.perf_counter()
+        print(f"{PROG}: {len(cells)} runs of {args.steps} windows, {args.workers} at a time", flush=True)
+        runs = []
+        with ThreadPoolExecutor(max_workers=args.workers) as pool:
+            for r in pool.map(lambda c: _run_cell(args, c), cells):
+                runs.append(r)
+                res = r.get(METRIC[r["task"]], r.get("error"))
+                print(f"  {r['task']} {r['mode']} T={r['T']} seed {r['seed']}: {res}"
+                      f"{' (reused)' if r['reused'] else ''}", flush=True)
+        wall = time.perf_counter() - t0
+        table = _aggregate(runs)
+        args.figures.mkdir(parents=True, exist_ok=True)
+        command = " ".join([PROG, *argv])
+        base = args.figures / args.name
+        write_text(base.with_suffix(".md"), _markdown(args, command, table, runs, wall))
+        write_json(base.with_suffix(".json"),
+                   {"command": command, "budget": {"steps": args.steps, "seeds": args.seeds, "workers": args.workers,
+                                                   "wall_seconds": wall},
+                    "table": table, "paper": PAPER, "runs": runs})
+        _plot(table, args, base.with_suffix(".png"))
+        print(f"{PROG}: wrote {base}.md, .json, .png ({wall / 60:.1f} min)", flush=True)
+        return 0
+
+    return run_command(PROG, body)

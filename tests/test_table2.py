@@ -1,0 +1,67 @@
+"""Table 2 grid command: files and rows at a tiny budget, resume of finished cells, one-line errors."""
+
+import json
+
+import pytest
+
+from minidni.experiments import table2
+
+TINY = ["--tasks", "copy", "--modes", "bptt", "dni", "--T", "2", "--seeds", "0", "--steps", "12",
+        "--hidden", "4", "--batch", "2", "--workers", "2", "--extra", "--log-every 4"]
+
+
+def test_grid_writes_table_json_png_and_resume_reuses_finished_cells(tmp_path, capsys):
+    argv = TINY + ["--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "fig")]
+    assert table2.main(argv) == 0
+    md = (tmp_path / "fig" / "table2.md").read_text()
+    data = json.loads((tmp_path / "fig" / "table2.json").read_text())
+    assert (tmp_path / "fig" / "table2.png").stat().st_size > 1000
+    assert "| bptt | " in md and "| dni | " in md and "(7)" in md and "(16)" in md  # the paper's T=2 Copy cells
+    assert "12 training windows per run" in md and "dni vs bptt (mean over seeds):" in md
+    assert {(r["mode"], r["T"], r["seed"], r["reused"]) for r in data["runs"]} == {("bptt", 2, 0, False),
+                                                                                    ("dni", 2, 0, False)}
+    assert all(r["steps"] == 12 and "error" not in r for r in data["runs"])
+    summary = tmp_path / "runs" / "copy" / "dni" / "T2" / "seed0" / "summary.json"
+    mtime = summary.stat().st_mtime_ns
+    capsys.readouterr()
+    assert table2.main(argv + ["--resume", "--name", "again"]) == 0
+    again = json.loads((tmp_path / "fig" / "again.json").read_text())
+    assert all(r["reused"] for r in again["runs"]) and summary.stat().st_mtime_ns == mtime
+    assert again["table"] == json.loads(json.dumps(data["table"]))
+    assert "(reused)" in capsys.readouterr().out
+
+
+def test_finished_cell_needs_all_steps_same_options_and_no_divergence(tmp_path):
+    cell = {"out": tmp_path}
+    options = {"lr": 0.003, "hidden": 4}
+
+    def write(**kw):
+        s = {"steps": 10, "options": {**options, "out": "x"}, "diverged": None, **kw}
+        (tmp_path / "summary.json").write_text(json.dumps(s))
+
+    assert table2._finished(cell, options, 10) is None  # nothing there yet
+    write()
+    assert table2._finished(cell, options, 10)["steps"] == 10
+    assert table2._finished(cell, options, 20) is None
+    assert table2._finished(cell, {**options, "lr": 0.01}, 10) is None
+    write(diverged="the loss became NaN")
+    assert table2._finished(cell, options, 10) is None
+    write(steps=5, stopped_early=True)  # PTB's early stopping counts as finished
+    assert table2._finished(cell, options, 10)["steps"] == 5
+
+
+@pytest.mark.parametrize("bad, expect", [
+    (["--workers", "0"], "0 is not a positive integer"),
+    (["--seeds", "-1"], "-1 is not a valid seed"),
+    (["--T", "2", "0"], "0 is not a positive integer"),
+    (["--tasks", "mnist"], "invalid choice: 'mnist'"),
+    (["--extra", "--lr -1"], "the copy runs would reject their options"),
+    (["--name", "a/b"], "is not a plain file name"),
+    (["--tasks", "ptb"], "--tasks ptb needs --data-dir"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, capsys, monkeypatch, bad, expect):
+    monkeypatch.delenv("MINIDNI_DATA", raising=False)
+    assert table2.main(bad + ["--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "fig")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expect in err and err.startswith("python -m minidni.run table2: error:")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "fig").exists()
