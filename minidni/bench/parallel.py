@@ -132,7 +132,7 @@ class Config:
     def train(self, steps: int, data, seed: int, order: dict) -> None:
         x_train, y_train = data
         batch = self.batch
-        t0 = time.perf_counter()
+        wall0, t0 = time.time(), time.perf_counter()
         for _ in range(steps):
             self.step += 1
             idx = batch_indices(self.step, n=x_train.shape[0], batch=batch, seed=seed, cache=order)
@@ -144,8 +144,12 @@ class Config:
             self.pipe.drain()
         seconds = time.perf_counter() - t0
         self.train_seconds += seconds
-        self.rounds.append({"steps": steps, "seconds": seconds, "examples_per_second": steps * batch / seconds,
-                            "load_average_1min": os.getloadavg()[0]})
+        row = {"steps": steps, "seconds": seconds, "examples_per_second": steps * batch / seconds,
+               "load_average_1min": os.getloadavg()[0]}
+        if self.pipe is not None:  # how much of the round each worker computed (the rest: waiting, messages)
+            row["worker_busy_fraction"] = [sum(end - start for _, _, start, end in calls) / seconds
+                                           for calls in self.pipe.calls(wall0)]
+        self.rounds.append(row)
 
     def evaluate(self, x_test, y_test) -> float:
         if self.pipe is None:
@@ -325,7 +329,9 @@ def _main_phase(args, ks, modules, actors, train, test, log) -> dict:
     rows = []
     for c in configs:
         locked = by_name.get(f"locked bprop K={c.workers}")
+        busy = [r["worker_busy_fraction"] for r in (c.rounds[1:] or c.rounds) if "worker_busy_fraction" in r]
         row = {"name": c.name, "kind": c.kind, "method": c.method, "workers": c.workers,
+               "worker_busy_fraction_mean": [float(np.mean(b)) for b in zip(*busy)] if busy else None,
                "examples_per_second": throughput(c), "train_seconds": c.train_seconds, "steps": c.step,
                "test_error_at_equal_time": error_at(c, t_equal),
                "test_error_at_equal_steps": c.curve[-1]["test_error_percent"],
@@ -337,8 +343,7 @@ def _main_phase(args, ks, modules, actors, train, test, log) -> dict:
             report = c.pipe.report()
             row["groups"] = c.pipe.groups
             row["stages"] = [{"group": s["group"], "name": s["name"], "updates": s["updates"],
-                              "staleness": s["staleness"], "busy_fraction": s["timing"].get("busy_fraction"),
-                              "placement": s["placement"]} for s in report]
+                              "staleness": s["staleness"], "placement": s["placement"]} for s in report]
             c.pipe.shutdown()
         rows.append(row)
     single = by_name[f"single {args.method}"]
@@ -380,13 +385,14 @@ def _sweep(args, k, modules, actors, train, log) -> list[dict]:
 
 def _print_table(out: dict, log) -> None:
     log(f"{'configuration':<26} {'ex/s':>8} {'vs locked':>10} {'vs 1-proc':>10} "
-        f"{'err@' + format(out['equal_time_seconds'], '.0f') + 's':>9} {'err@end':>8} {'staleness':>10}")
+        f"{'err@' + format(out['equal_time_seconds'], '.0f') + 's':>9} {'err@end':>8} {'staleness':>10} busy")
     for r in out["configs"]:
         vs_locked = r.get("ratio_to_locked_same_k", {}).get("median")
         stale = [s["staleness"].get("sg", {}).get("mean") for s in r.get("stages", []) if s["staleness"].get("sg")]
         log(f"{r['name']:<26} {r['examples_per_second']:8.0f} {_fmt(vs_locked, 'x'):>10} "
             f"{_fmt(r['ratio_to_single_bprop']['median'], 'x'):>10} {r['test_error_at_equal_time']:8.2f}% "
-            f"{r['test_error_at_equal_steps']:7.2f}% {_fmt(stale[0] if stale else None, ''):>10}")
+            f"{r['test_error_at_equal_steps']:7.2f}% {_fmt(stale[0] if stale else None, ''):>10} "
+            f"{' '.join(f'{b:.2f}' for b in r['worker_busy_fraction_mean'] or [])}")
     for s in out["width_sweep"]:
         log(f"width {s['width']:>5}: decoupled/locked {s['ratio_decoupled_to_locked']['median']:.2f}x, "
             f"decoupled/single bprop {s['ratio_decoupled_to_single_bprop']['median']:.2f}x")
@@ -401,6 +407,7 @@ def _plot(out: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: PLC0415
 
     colours = {"single": "tab:gray", "locked": "tab:blue", "decoupled": "tab:orange"}
     m = out["model"]
@@ -426,6 +433,8 @@ def _plot(out: dict, path: Path) -> None:
     ax_err.set_xlabel("training wall-clock time (s, evaluations excluded)")
     ax_err.set_ylabel("test error (%)")
     ax_err.set_yscale("log")
+    ax_err.yaxis.set_major_formatter(ScalarFormatter())
+    ax_err.yaxis.set_minor_formatter(NullFormatter())
     ax_err.set_title("test error against wall-clock time")
     ax_err.legend(fontsize=7)
     sweep = out["width_sweep"]
