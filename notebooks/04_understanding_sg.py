@@ -41,6 +41,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FuncFormatter
 
 import minidni.functional as F
 from minidni.backend import get_xp, to_device
@@ -416,8 +417,9 @@ for row, task in enumerate(METHODS):
         ax.grid(alpha=0.3)
         if col == 0:
             ax.set_ylabel(f"training loss ({'squared units' if task == 'mse' else 'nats'})")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k"))  # 150k, not 150000
         if row == 1:
-            ax.set_xlabel(f"training step (Adam, lr {LR:g})")
+            ax.set_xlabel(f"training step (k = thousand; Adam, lr {LR:g})")
         ax.legend(fontsize=8)
 fig.suptitle("One linear layer trained by backprop or through a synthetic gradient (N = 256, full batch)")
 show(fig, "mse_vs_log_loss")
