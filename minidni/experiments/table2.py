@@ -31,6 +31,7 @@ import io
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -303,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         wall = time.perf_counter() - t0
         table = _aggregate(runs)
         args.figures.mkdir(parents=True, exist_ok=True)
-        command = " ".join([PROG, *argv])
+        command = PROG + " " + shlex.join(argv)
         base = args.figures / args.name
         write_text(base.with_suffix(".md"), _markdown(args, command, table, runs, wall))
         write_json(base.with_suffix(".json"),
