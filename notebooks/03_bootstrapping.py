@@ -336,8 +336,9 @@ print(f"aux-loss gradient at h_1 matches finite differences (max |diff| "
 #
 # The loop below is the one behind `python -m minidni.run copy`, written out. Every setting is
 # passed explicitly (the command's defaults may be tuned later; this notebook should not change
-# with them). Each method is trained with the same seeds, so the three methods see the same
-# episodes; in full mode two seeds show how much a single run varies. The fast mode
+# with them). Each method is trained with the same seeds, so the three methods start from the same
+# weights and draw the same random stream (until their curricula part ways); in full mode two
+# seeds show how much a single run varies. The fast mode
 # (`MINIDNI_FAST=1`) trains 300 windows with one seed: enough to run every line, far too short
 # for the curriculum to move.
 
@@ -405,7 +406,8 @@ for (mode, seed) in runs:
     if mode != "bptt":
         axes[1, 0].plot(*series(mode, seed, "sg_cosine"), **kw)
         axes[1, 1].plot(*series(mode, seed, "sg_ratio"), **kw)
-axes[0, 0].set(ylabel="curriculum level N (vectors to copy)", title="Curriculum level (Table 2 reports N + 3 of the largest solved N)")
+axes[0, 0].set(ylabel="curriculum level N (vectors to copy)",
+               title="Curriculum level (Table 2 reports N + 3 of the largest solved N)")
 axes[0, 0].yaxis.get_major_locator().set_params(integer=True)
 axes[0, 0].text(0.97, 0.6, "lines offset vertically by < 0.1\nso that all runs show", transform=axes[0, 0].transAxes,
                 ha="right", va="center", fontsize=8, color="gray")
@@ -460,7 +462,8 @@ solved = {mode: [runs[mode, seed][-1]["solved"] for seed in SEEDS] for mode in M
 for mode in MODES:
     last = [runs[mode, seed][-1] for seed in SEEDS]
     print(f"{mode:>8}: longest solved episode length per seed {solved[mode]}; level N {[e['N'] for e in last]}; "
-          f"recent error {[round(e['bits'], 2) for e in last]} bits/episode; cell RMS {[round(e['cell_rms'], 2) for e in last]}")
+          f"recent error {[round(e['bits'], 2) for e in last]} bits/episode; "
+          f"cell RMS {[round(e['cell_rms'], 2) for e in last]}")
 for (mode, seed), logs in runs.items():
     reached = {}
     for e in logs:
