@@ -85,6 +85,7 @@ def test_quick_bench_writes_json(tmp_path, capsys):
     for r in result["runs"]:
         assert r["steps_per_second"] > 0 and r["gemm_seconds_per_step"] > 0
         assert r["gemm_fraction"] == pytest.approx(r["gemm_seconds_per_step"] / r["seconds_per_step"])
+        assert r["gemm_fraction_cpu"] == pytest.approx(r["gemm_cpu_seconds_per_step"] / r["cpu_seconds_per_step"])
         gemms = bench.window_gemms(r["mode"], 3, 4, 10, 8, 9)
         assert r["gemm_flops_per_step"] == sum(g.flops for g in gemms) and r["gemms_per_step"] == len(gemms)
         assert r["profile_top"] and {"function", "own_ms_per_window", "cumulative_ms_per_window"} <= set(

@@ -10,7 +10,9 @@ per block). Measurements are INTERLEAVED: after one untimed warm-up round, each 
 load change on a shared machine hits all of them alike; figures are medians over
 rounds. The Copy windows of a block are generated (and moved to the device)
 before the block and timed separately (``data_seconds_per_step``), so steps/s is
-the trainer's own speed.
+the trainer's own speed. Every time is taken twice: wall clock (the figures) and
+process CPU time (``*_cpu``): with ``OPENBLAS_NUM_THREADS=1`` the latter is what a
+window costs on a core of its own, which stays meaningful on a loaded machine.
 
 **Share of time in matrix products.** Python's profiler cannot see inside
 ``a @ b``, so the matrix products of one window are listed analytically
@@ -127,8 +129,8 @@ class GemmReplay:
                 a, b = backend.to_device(a, xp), backend.to_device(b, xp)
                 self.operands[key] = (a.T if g.a_t else a, b.T if g.b_t else b)
 
-    def seconds(self, gemms: list[Gemm], repeats: int = 5) -> float:
-        """Seconds of one pass over ``gemms``: the fastest of ``repeats`` timed passes after one warm-up."""
+    def seconds(self, gemms: list[Gemm], repeats: int = 5) -> tuple[float, float]:
+        """Wall and process-CPU seconds of one pass over ``gemms``: the fastest of ``repeats`` after a warm-up."""
         def once():
             for g in gemms:
                 a, b = self.operands[g[1:]]
@@ -136,12 +138,13 @@ class GemmReplay:
             backend.synchronize(self.xp)
 
         once()
-        times = []
+        wall, cpu = [], []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             once()
-            times.append(time.perf_counter() - start)
-        return min(times)
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+        return min(wall), min(cpu)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -172,14 +175,15 @@ def _windows(stream: CopyTaskStream, xp, count: int, T: int) -> tuple[list, floa
     return out, (time.perf_counter() - start) / count
 
 
-def _train_block(trainer: RecurrentTrainer, windows: list, xp) -> float:
-    """Train on every window; seconds per window, including the one diagnostics sync a logging interval makes."""
-    start = time.perf_counter()
+def _train_block(trainer: RecurrentTrainer, windows: list, xp) -> tuple[float, float]:
+    """Train on every window; wall and process-CPU seconds per window, including the one
+    diagnostics sync a logging interval makes."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     for x, target, mask, ends in windows:
         trainer.train_window(x, lambda logits: copy_loss(logits, target, mask), episode_end=ends)
     trainer.collect_diagnostics()
     backend.synchronize(xp)
-    return (time.perf_counter() - start) / len(windows)
+    return (time.perf_counter() - start) / len(windows), (time.process_time() - start_cpu) / len(windows)
 
 
 def _profile_top(profiler: cProfile.Profile, windows: int) -> list[dict]:
@@ -228,7 +232,7 @@ def measure(args: argparse.Namespace) -> dict:
                                             rng=np.random.default_rng(args.seed)),
                 "stream": CopyTaskStream(curriculum, B, rng=np.random.default_rng([args.seed, 1])),
                 "gemms": window_gemms(mode, T, B, IN_CHANNELS, H, OUT_CHANNELS),
-                "step": [], "data": [], "gemm": []}
+                "step": [], "cpu": [], "data": [], "gemm": [], "gemm_cpu": []}
     replay = GemmReplay([g for s in setups.values() for g in s["gemms"]], xp, np.random.default_rng(args.seed))
     for rnd in range(args.rounds + 1):  # round 0: untimed warm-up, profiled
         for s in setups.values():
@@ -240,17 +244,21 @@ def measure(args: argparse.Namespace) -> dict:
                 profiler.disable()
                 s["profile"] = _profile_top(profiler, len(windows))
                 continue
-            s["step"].append(_train_block(s["trainer"], windows, xp))
+            for key, value in zip(("step", "cpu", "gemm", "gemm_cpu"),
+                                  _train_block(s["trainer"], windows, xp) + replay.seconds(s["gemms"])):
+                s[key].append(value)
             s["data"].append(data_s)
-            s["gemm"].append(replay.seconds(s["gemms"]))
     runs = []
     for (B, mode), s in setups.items():
         step_s, gemm_s = statistics.median(s["step"]), statistics.median(s["gemm"])
+        cpu_s, gemm_cpu_s = statistics.median(s["cpu"]), statistics.median(s["gemm_cpu"])
         flops = sum(g.flops for g in s["gemms"])
         runs.append({"mode": mode, "batch": B, "steps_per_second": 1.0 / step_s, "seconds_per_step": step_s,
                      "seconds_per_step_min_max": [min(s["step"]), max(s["step"])],
                      "gemm_seconds_per_step": gemm_s, "gemm_fraction": gemm_s / step_s,
                      "other_seconds_per_step": step_s - gemm_s,
+                     "cpu_seconds_per_step": cpu_s, "gemm_cpu_seconds_per_step": gemm_cpu_s,
+                     "gemm_fraction_cpu": gemm_cpu_s / cpu_s,
                      "gemm_flops_per_step": flops, "gemms_per_step": len(s["gemms"]),
                      "achieved_gemm_gflops": flops / step_s / 1e9, "replay_gemm_gflops": flops / gemm_s / 1e9,
                      "data_seconds_per_step": statistics.median(s["data"]), "profile_top": s["profile"]})
@@ -262,6 +270,9 @@ def measure(args: argparse.Namespace) -> dict:
                       "time.perf_counter after backend.synchronize",
             "gemm_fraction_method": "GEMMs of window_gemms() replayed on random operands after each block "
                                     "(fastest of 5 passes) / measured seconds per window; a lower bound",
+            "cpu_time_note": "*_cpu fields use process CPU time (all threads): with one BLAS thread it is the time "
+                             "a window needs on a core of its own, little changed by other processes' load; with "
+                             "several BLAS threads it also counts their spinning, read the wall-clock fields",
             "machine": {**_machine(xp), "load_average_start": load_start, "load_average_end": _load_average()},
             "runs": runs}
 
@@ -272,11 +283,12 @@ def table(result: dict) -> str:
     lines = [f"Copy (N={c['length']}), T={c['T']}, H={c['hidden']}, {c['backend']} float32, median of {c['rounds']} "
              f"rounds x {c['steps_per_round']} windows; load {m['load_average_start']} -> {m['load_average_end']}",
              f"{'mode':<8} {'batch':>5} {'windows/s':>10} {'ms/window':>10} {'GEMM ms':>8} {'in GEMMs':>9} "
-             f"{'GFLOP/s':>8} {'data ms':>8}"]
+             f"{'GFLOP/s':>8} {'data ms':>8} {'CPU ms':>7} {'(GEMMs)':>8}"]
     for r in result["runs"]:
         lines.append(f"{r['mode']:<8} {r['batch']:>5} {r['steps_per_second']:10.1f} {r['seconds_per_step'] * 1e3:10.2f} "
                      f"{r['gemm_seconds_per_step'] * 1e3:8.2f} {r['gemm_fraction']:9.0%} "
-                     f"{r['achieved_gemm_gflops']:8.1f} {r['data_seconds_per_step'] * 1e3:8.2f}")
+                     f"{r['achieved_gemm_gflops']:8.1f} {r['data_seconds_per_step'] * 1e3:8.2f} "
+                     f"{r['cpu_seconds_per_step'] * 1e3:7.2f} {r['gemm_fraction_cpu']:8.0%}")
     return "\n".join(lines)
 
 
