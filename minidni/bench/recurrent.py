@@ -285,7 +285,8 @@ def table(result: dict) -> str:
              f"{'mode':<8} {'batch':>5} {'windows/s':>10} {'ms/window':>10} {'GEMM ms':>8} {'in GEMMs':>9} "
              f"{'GFLOP/s':>8} {'data ms':>8} {'CPU ms':>7} {'(GEMMs)':>8}"]
     for r in result["runs"]:
-        lines.append(f"{r['mode']:<8} {r['batch']:>5} {r['steps_per_second']:10.1f} {r['seconds_per_step'] * 1e3:10.2f} "
+        lines.append(f"{r['mode']:<8} {r['batch']:>5} {r['steps_per_second']:10.1f} "
+                     f"{r['seconds_per_step'] * 1e3:10.2f} "
                      f"{r['gemm_seconds_per_step'] * 1e3:8.2f} {r['gemm_fraction']:9.0%} "
                      f"{r['achieved_gemm_gflops']:8.1f} {r['data_seconds_per_step'] * 1e3:8.2f} "
                      f"{r['cpu_seconds_per_step'] * 1e3:7.2f} {r['gemm_fraction_cpu']:8.0%}")
