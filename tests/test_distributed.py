@@ -138,7 +138,7 @@ def tiny_data(n_train=96, n_test=40, seed=0):
 
 
 def cli(argv, data, capsys):
-    """Run the mnist command with the distributed options, as the lead wires it; returns (rc, stdout, stderr)."""
+    """The mnist command's pipeline path with ``data`` injected (no data files); returns (rc, stdout, stderr)."""
     parser = make_parser("mnist")
     add_distributed_args(parser)
     args = parser.parse_args(["--no-progress", "--layers", "3", "--batch", "16", "--lr", "1e-3",

@@ -11,9 +11,10 @@ workers (:class:`~minidni.distributed.pipeline.Pipeline`: decoupled for
 dni/cdni, locked for bprop), prints where each group runs, and trains.
 
 Without ``--ray-address`` it starts a local Ray instance with one CPU per core
-(``os.cpu_count()``); with one it joins that cluster. Every node needs minidni
-installed and the data in ``--data-dir`` (or $MINIDNI_DATA), or the data in a
-shared folder: only the driver reads it, but workers import minidni.
+(``os.cpu_count()``); with one it joins that cluster. Only the driver reads the
+data (``--data-dir`` or $MINIDNI_DATA on the driver's machine; minibatches reach
+the workers through Ray's object store), but every node must have minidni (and
+the same Ray and Python) installed: the workers import it.
 
 Minibatches: step ``t`` (from 1) takes the ``k``-th batch of epoch ``e``
 (``e, k = divmod(t - 1, N // batch)``) of the permutation
