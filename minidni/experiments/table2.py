@@ -59,6 +59,7 @@ PAPER = {
 METRIC = {"copy": "max_episode_length", "repeat-copy": "max_episode_length", "ptb": "test_bpc"}
 _RUN_ONLY = {"resume", "progress"}  # options that do not change a run's result
 COLORS = {"bptt": "tab:blue", "dni": "tab:orange", "dni-aux": "tab:green"}
+OFFSET = {"bptt": -0.06, "dni": 0.0, "dni-aux": 0.06}
 
 
 def _seed(text: str) -> int:
@@ -185,7 +186,7 @@ def _aggregate(runs: list[dict]) -> dict:
 def _fmt(task: str, value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    return f"{value:.3f}" if task == "ptb" else f"{value:g}"
+    return f"{value:.3f}" if task == "ptb" else f"{value:.3g}"
 
 
 def _headline(task: str, modes: dict, mode: str) -> str | None:
@@ -246,6 +247,13 @@ def _markdown(args, command: str, table: dict, runs: list[dict], wall: float) ->
         heads = [h for m in MODES[1:] if (h := _headline(task, modes, m)) is not None]
         if heads:
             lines += [""] + [f"- {h}" for h in heads]
+        if task == "ptb":
+            lines += ["", "Validation BPC at the best validation point (the test BPC above uses its parameters):"]
+            for r in sorted((r for r in runs if r["task"] == "ptb" and "valid_bpc" in r),
+                            key=lambda r: (MODES.index(r["mode"]), r["T"], r["seed"])):
+                lines.append(f"- {r['mode']} T={r['T']} seed {r['seed']}: valid {r['valid_bpc']:.3f} at window "
+                             f"{r['best_step']}, test {r['test_bpc']:.3f}, {r['steps']} windows"
+                             f"{' (stopped early)' if r.get('stopped_early') else ''}")
     errors = [r for r in runs if "error" in r]
     if errors:
         lines += ["", "Failed runs:"] + [f"- {r['task']} {r['mode']} T={r['T']} seed {r['seed']}: {r['error']}"
@@ -259,17 +267,32 @@ def _plot(table: dict, args, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, axes = plt.subplots(1, len(table), figsize=(5.2 * len(table), 4), layout="constrained", squeeze=False)
+    from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: PLC0415
+
+    fig, axes = plt.subplots(1, len(table), figsize=(max(6.0, 5.2 * len(table)), 4), layout="constrained", squeeze=False)
     for ax, (task, modes) in zip(axes[0], table.items()):
+        ticks: set = set()
         for mode, Ts in modes.items():
             xs = sorted(Ts)
-            ax.plot(xs, [Ts[T]["mean"] for T in xs], marker="o", color=COLORS[mode], label=f"{mode} (ours)")
+            shift = OFFSET[mode]  # modes that tie would hide each other
+            ax.plot([T + shift for T in xs], [Ts[T]["mean"] for T in xs], marker="o", color=COLORS[mode],
+                    label=f"{mode} (ours, mean of {len(args.seeds)} seeds)")
             paper = PAPER[task].get(mode, {})
             px = [T for T in sorted(paper) if T in Ts or task != "ptb"]
             ax.plot(px, [paper[T] for T in px], ls="--", marker="x", color=COLORS[mode], alpha=0.6,
                     label=f"{mode} (paper)")
-        ax.set_xlabel("truncation T (time steps per window)")
-        ax.set_ylabel("test bits per character" if task == "ptb" else "longest episode length solved (steps)")
+            ticks |= set(xs) | set(px)
+        ax.set_xticks(sorted(ticks))
+        ax.set_xlim(min(ticks) - 0.5, max(ticks) + 0.5)
+        ax.set_xlabel("truncation T (time steps per window; ours shifted a little per mode)")
+        if task == "ptb":
+            ax.set_ylabel("test bits per character")
+        else:  # ours (a few steps) and the paper's (up to 67) on one readable axis
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.set_yticks([3, 4, 5, 6, 8, 10, 15, 20, 30, 40, 60])
+            ax.set_ylabel("longest episode length solved (steps, log scale)")
         ax.set_title(f"{task}: {args.steps} windows per run" + ("" if task == "ptb" else " (paper: to convergence)"))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
