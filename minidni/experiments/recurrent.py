@@ -29,7 +29,8 @@ all gave DNI 5 (first at 3000-7000 windows) and BPTT 4; hidden 128 gave DNI 6 (a
 15500 windows) and BPTT 4, but runs 3x slower, so the default stays at 64 units. At the default 6000 windows the Table 2
 grid's T=3 cells give DNI 5 and BPTT 4 on each of seeds 0, 1, 2
 (``figures/table2.md``), and those runs took 37-45 s (DNI) and 69-92 s (BPTT) each
-on a shared, loaded 2-core machine, so the default command takes about 2 min there.
+on a shared, loaded 2-core machine, so the default command takes about 2 min there
+(14 s when that machine was quiet: 947 and 1169 windows/s).
 Longer runs did not pass length 5 (20000 windows, seeds 0 and 1).
 
 **Reset** (``--reset-state``, default ``episode``). Measured at the defaults
