@@ -42,6 +42,7 @@ def test_tiny_run_writes_json_and_figure(capsys, tmp_path):
     assert out.with_suffix(".png").stat().st_size > 0
     env = data["environment"]
     assert env["cpu_count"] >= 1 and len(env["load_average_at_start"]) == 3 and env["ray"] and env["numpy"]
+    assert env["command"] == "python -m minidni.bench parallel " + " ".join(argv)
     names = [r["name"] for r in data["configs"]]
     assert names == ["single bprop", "single cdni", "locked bprop K=2", "decoupled cdni K=2"]
     rows = {r["name"]: r for r in data["configs"]}

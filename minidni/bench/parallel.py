@@ -246,11 +246,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("figures/bench_parallel.json"),
                    help="JSON output file; the figure goes beside it (.png)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = p.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    return run_command(PROG, lambda: _run(args))
+    return run_command(PROG, lambda: _run(args, " ".join([PROG, *argv])))
 
 
 def _data(args) -> tuple:
@@ -267,17 +268,17 @@ def _data(args) -> tuple:
             np.asarray(d.y_test, np.int64)[:args.test_examples])
 
 
-def _environment() -> dict:
+def _environment(command: str) -> dict:
     ray = require_ray()
     return {"cpu_count": os.cpu_count(), "load_average_at_start": list(os.getloadavg()),
             "python": platform.python_version(), "numpy": np.__version__, "ray": ray.__version__,
             "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "driver_blas_threads": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                                                     "MKL_NUM_THREADS")},
-            "command": " ".join(["python -m minidni.bench parallel", *sys.argv[1:]])}
+            "command": command}
 
 
-def _run(args) -> int:
+def _run(args, command: str) -> int:
     require_ray()
     ks = sorted(set(args.workers))
     modules = args.modules or ks[-1]
@@ -286,7 +287,7 @@ def _run(args) -> int:
     if ks[-1] > modules:
         raise UsageError(f"--workers {ks[-1]} is more than the {modules} modules (--modules) to share out")
     log = (lambda *a: None) if args.quiet else (lambda msg: print(f"{PROG}: {msg}", flush=True))  # noqa: E731
-    env = _environment()
+    env = _environment(command)
     x_train, y_train, x_test, y_test = _data(args)
     started = init_ray(args.ray_address)
     try:
