@@ -115,6 +115,27 @@ def test_late_targets_are_recorded_as_staleness_and_change_the_result():
     assert not np.allclose(state["m0.0.W"], want["m0.0.W"])  # stale targets train another synthesizer
 
 
+def test_a_late_target_is_fitted_on_a_prediction_with_the_synthesizers_current_weights(monkeypatch):
+    stages = make_stages(make_trainer("dni"), [(0, 1), (1, 3)])
+    sg = stages[0].synthesizers[-1]
+    fitted = []
+    fit = sg.fit
+    monkeypatch.setattr(sg, "fit", lambda cache, target: (fitted.append(cache[1].copy()), fit(cache, target))[1])
+    targets = []
+    for step, (x, y) in enumerate(batches(3), start=1):  # three steps, no target delivered yet
+        h, _, _ = stages[0].dni_step(step, x, x, y)
+        targets.append(stages[1].dni_step(step, h, x, y)[1])
+    used_at_step_3, _, _, h3, y3 = stages[0].pending_sg[3]
+    stages[0].fit_sg_target(1, targets[0])  # S has not changed since step 1: its own prediction is fitted
+    np.testing.assert_array_equal(fitted[0], 0.0)  # zero-initialised final layer
+    stages[0].fit_sg_target(2, targets[1])  # (a non-zero target: S changes)
+    fresh = sg.predict(h3, y3)[1][1]  # the raw network output its cache keeps
+    stages[0].fit_sg_target(3, targets[2])  # S was fitted after predicting for step 3: predicted anew
+    np.testing.assert_allclose(fitted[2], fresh, rtol=1e-12)
+    assert not np.allclose(fitted[2], used_at_step_3[1])  # (the module used the old prediction)
+    assert stages[0].staleness["sg"] == [2, 1, 0]
+
+
 def test_state_dict_refuses_while_minibatches_are_in_flight():
     stage = make_stages(make_trainer("dni"), [(0, 1), (1, 3)])[0]
     x, y = batches(1)[0]

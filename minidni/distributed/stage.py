@@ -78,7 +78,8 @@ class Stage:
                              f"got {len(self.input_models)}")
         self.loss_fn = loss
         self.updates = 0
-        self.pending_sg: dict = {}       # step -> (cache of S_last's prediction, updates after that step)
+        self.pending_sg: dict = {}       # step -> (S_last's prediction cache, updates and S_last's fits
+                                 #          after that step, its input h_last and labels)
         self.pending_input: dict = {}    # step -> (cache of I_first's prediction, updates after that step)
         self.early_input: dict = {}      # step -> target for I_first that arrived before the prediction
         self.bprop_caches: dict = {}     # step -> module caches waiting for the gradient from above
@@ -135,7 +136,7 @@ class Stage:
             h = out
         self.updates += 1
         if below is not None:  # S_last's target will come from the stage above
-            self.pending_sg[step] = (below[1], self.updates)
+            self.pending_sg[step] = (below[1], self.updates, below[0].fits, out, y)
         end = time.time()
         self._log("dni_step", step, start, end)
         self.steps.append((step, start, forward_end, end))
@@ -145,8 +146,15 @@ class Stage:
     def fit_sg_target(self, step: int, target) -> None:
         """The gradient at ``h_last`` for ``step`` arrived from the stage above: ``S_last`` regresses onto it."""
         start = time.time()
-        cache, stamp = self.pending_sg.pop(step)
-        self.last_losses["sg_loss"][self.last] = float(self.synthesizers[-1].fit(cache, target))
+        cache, stamp, fits, out, y = self.pending_sg.pop(step)
+        sg = self.synthesizers[-1]
+        if sg.fits != fits:
+            # S_last was fitted since it predicted for this step: its gradient from the old prediction would
+            # be a DELAYED gradient of its own regression (x^T (M_old x - t)), which oscillates and diverges
+            # once targets arrive 2 steps late. Predict again with the current weights; the module already
+            # used the old prediction, as decoupling requires. (A BatchNorm in S counts this batch twice.)
+            _, cache = sg.predict(out, y)
+        self.last_losses["sg_loss"][self.last] = float(sg.fit(cache, target))
         self.staleness["sg"].append(self.updates - stamp)
         self._log("sg_fit", step, start, time.time())
 
