@@ -16,22 +16,20 @@ the test split with the parameters of the best validation point.
 plain BPTT with the same seed, options and data, so the default command shows what
 the synthetic gradient adds at the same truncation T.
 
-**Defaults, by measurement** (Copy, T=3, H=64, batch 32, Adam lr 3e-3, clip 1,
+**Defaults, by measurement** (Copy, T=3, batch 32, Adam lr 3e-3, clip 1,
 sg-scale 0.1, the 0.15-bit rule of :mod:`minidni.tasks.curriculum`, which sums the
 bits over an episode's scored steps and channels, mean over 100 episodes). With the
 SG's learning rate at lr/10 (the trainer's own default) M never learnt on Copy:
 cos(SG, target) ≈ 0.01, |SG|/|target| ≈ 0.06, and neither DNI nor BPTT passed
-length 4 (N=1) in 30000 windows (seed 0). With ``--sg-lr`` equal to ``--lr`` (now
-the command's default) DNI solves length 5 after ~4000 windows (seeds 0 and 1)
-while BPTT stays at 4 up to 20000 windows. Variations on the default (seed 0,
+length 4 (N=1) in 30000 windows (H=64, seed 0). With ``--sg-lr`` equal to ``--lr``
+(now the command's default) and H=64, DNI solves length 5 after ~4000 windows while
+BPTT stays at 4 up to 20000 windows (seeds 0, 1, 2). Variations at H=64 (seed 0,
 20000 windows, each with its BPTT twin): lr 1e-3, lr 1e-2, batch 128, sg-scale 1
-all gave DNI 5 (first at 3000-7000 windows) and BPTT 4; hidden 128 gave DNI 6 (at
-15500 windows) and BPTT 4, but runs 3x slower, so the default stays at 64 units. At the default 6000 windows the Table 2
-grid's T=3 cells give DNI 5 and BPTT 4 on each of seeds 0, 1, 2
-(``figures/table2.md``), and those runs took 37-45 s (DNI) and 69-92 s (BPTT) each
-on a shared, loaded 2-core machine, so the default command takes about 2 min there
-(14 s when that machine was quiet: 947 and 1169 windows/s).
-Longer runs did not pass length 5 (20000 windows, seeds 0 and 1).
+all gave DNI 5 (first at 3000-7000 windows) and BPTT 4. With 128 units and 20000
+windows (the defaults) DNI solved 6, 5, 6 and BPTT 4, 4, 4 (seeds 0, 1, 2; one BLAS
+thread each: DNI 229-279 windows/s, BPTT 314-371 windows/s), the clearest gap for
+the time, so the default command (DNI, then BPTT) takes about 2 min on one core.
+Repeat Copy keeps 64 units and 6000 windows (as in ``figures/table2.md``).
 
 **Reset** (``--reset-state``, default ``episode``). Measured at the defaults
 (6000 windows, seeds 0 and 1): ``never`` solved the same lengths (BPTT 4, DNI 5)
@@ -77,9 +75,9 @@ __all__ = ["main_copy", "main_repeat_copy", "main_ptb", "make_parser", "run"]
 DRIFT_RATIO = 10.0   # warn when the SG is this many times larger than its target ...
 DRIFT_LOGS = 3       # ... for this many consecutive logs
 TASKS = {"copy": "copy", "repeat-copy": "repeat_copy", "ptb": "ptb"}
-# per-task defaults, chosen by measurement (module docstring: Defaults); repeat-copy shares Copy's
+# per-task defaults, chosen by measurement (module docstring: Defaults)
 DEFAULTS = {
-    "copy": dict(T=3, hidden=64, batch=32, lr=3e-3, steps=6000, log_every=200),
+    "copy": dict(T=3, hidden=128, batch=32, lr=3e-3, steps=20000, log_every=200),
     "repeat-copy": dict(T=3, hidden=64, batch=32, lr=3e-3, steps=6000, log_every=200),
     "ptb": dict(T=8, hidden=256, batch=32, lr=2e-3, steps=3000, log_every=100),
 }
@@ -366,6 +364,13 @@ def _label(s: dict) -> str:
     return f"{s['mode']} T={s['T']}"
 
 
+def _thousands(ax) -> None:
+    """Step axis in thousands (``12k``): plain tick labels of 5-digit steps run into each other."""
+    from matplotlib.ticker import FuncFormatter  # noqa: PLC0415
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0"))
+
+
 def plot_progress(summaries: list[dict], path: Path) -> None:
     """Copy/Repeat Copy: solved episode length vs steps; PTB: train and validation BPC vs steps."""
     plt = _plt()
@@ -386,8 +391,12 @@ def plot_progress(summaries: list[dict], path: Path) -> None:
         ax.set_title(f"PTB characters: BPC (H={summaries[0]['options']['hidden']})")
     else:
         ax.set_ylabel("longest episode length solved (N+3 / N·R+3)")
+        from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # lengths are whole time steps
         ax.set_title(f"{task}: curriculum (H={summaries[0]['options']['hidden']}, "
                      f"batch {summaries[0]['options']['batch']}, 0.15-bit rule)")
+    _thousands(ax)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     save_figure(fig, path)
@@ -415,6 +424,7 @@ def plot_sg(summaries: list[dict], path: Path) -> None:
     axes[2].set_title("LSTM cell state scale at window ends")
     for ax in axes:
         ax.set_xlabel("training step (windows)")
+        _thousands(ax)
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
