@@ -37,7 +37,7 @@ import numpy as np
 from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
 from minidni import models
-from minidni.data import DataError, load_mnist
+from minidni.data import mnist_or_standin
 from minidni.dni import FeedForwardTrainer, Module, build_trainer, mlp_synthesizer
 from minidni.dni.feedforward import error_percent, raise_if_diverged
 from minidni.functional import softmax_cross_entropy
@@ -381,27 +381,9 @@ for i in (1, 2, 3):  # S_i sits on module i's output; its target comes from modu
 # otherwise a synthetic stand-in of the same shape.
 
 # %%
-def load_data(n_train, n_test):
-    """(x_train, y_train, x_test, y_test): MNIST if found, else a synthetic stand-in; x in [0, 1], (N, 784)."""
-    for folder in (os.environ.get("MINIDNI_DATA"), ROOT.parent / "shared" / "data"):
-        if folder and (Path(folder) / "mnist").is_dir():
-            try:
-                d = load_mnist(folder, download=False)
-            except DataError as err:
-                print(f"MNIST in {folder} is not usable ({err})")
-                continue
-            print(f"MNIST from {folder}: {n_train} training and {n_test} test images")
-            return d.x_train[:n_train], d.y_train[:n_train], d.x_test[:n_test], d.y_test[:n_test]
-    print("NOTE: MNIST not found (set MINIDNI_DATA); using a synthetic 10-class stand-in of the same shape: "
-          "each class is a random binary 28x28 template with 43 % of its pixels flipped. Error rates differ from MNIST.")
-    gen = np.random.default_rng(1)
-    templates = gen.random((10, 784)) < 0.3
-    labels = gen.integers(0, 10, n_train + n_test)
-    images = (templates[labels] ^ (gen.random((n_train + n_test, 784)) < 0.43)).astype(np.float32)
-    return images[:n_train], labels[:n_train], images[n_train:], labels[n_train:]
-
-
-x_train, y_train, x_test, y_test = load_data(n_train=10000 if FAST else 60000, n_test=2000 if FAST else 10000)
+DATA_FOLDERS = (os.environ.get("MINIDNI_DATA"), ROOT.parent / "shared" / "data")
+x_train, y_train, x_test, y_test = mnist_or_standin(10000 if FAST else 60000, 2000 if FAST else 10000,
+                                                    folders=DATA_FOLDERS)
 
 WIDTH, BATCH, LR = (64, 64, 1e-3) if FAST else (256, 256, 1e-3)
 STEPS, EVAL_EVERY, LOG_EVERY = (200, 50, 10) if FAST else (1500, 150, 25)

@@ -22,7 +22,7 @@ import pytest
 
 from minidni.data import (DataError, load_cifar10, load_mnist, load_ptb_chars, load_ptb_words,
                           resolve_data_dir)
-from minidni.data import checksums, download
+from minidni.data import checksums, download, mnist_or_standin
 from minidni.data.__main__ import main as data_main
 from minidni.data.mnist import read_idx
 from minidni.data.paths import MNIST_FILES
@@ -384,3 +384,24 @@ def test_real_ptb(shared_data_dir):
     assert (len(c.train), len(c.valid), len(c.test)) == (4975414 + 42068, 389672 + 3370, 438662 + 3761)
     w = load_ptb_words(shared_data_dir, download=False)
     assert len(w.vocab) == 10000 and len(w.train) == 887521 + 42068
+
+
+# -- MNIST or its stand-in (notebooks) ------------------------------------------------------
+def test_standin_when_no_folder_has_usable_mnist(tmp_path, capsys):
+    make_mnist(tmp_path)  # generated files: their checksums are not the official ones
+    xtr, ytr, xte, yte = mnist_or_standin(30, 20, folders=[None, tmp_path / "nothing", tmp_path])
+    out = capsys.readouterr().out
+    assert "is not usable" in out and "stand-in" in out
+    assert xtr.shape == (30, 784) and xte.shape == (20, 784) and xtr.dtype == np.float32
+    assert set(np.unique(xtr)) <= {0.0, 1.0} and ytr.min() >= 0 and yte.max() <= 9
+    again = mnist_or_standin(30, 20, folders=[])
+    np.testing.assert_array_equal(again[0], xtr)  # seeded: the same stand-in every time
+    with pytest.raises(ValueError, match=r"flip must be in \[0, 0.5\).*got 0.7"):
+        mnist_or_standin(3, 2, folders=[], flip=0.7)
+
+
+def test_standin_gives_mnist_when_a_folder_has_it(shared_data_dir):
+    xtr, ytr, xte, yte = mnist_or_standin(7, 4, folders=[None, shared_data_dir])
+    ref = load_mnist(shared_data_dir, download=False)
+    np.testing.assert_array_equal(xtr, ref.x_train[:7])
+    np.testing.assert_array_equal(yte, ref.y_test[:4])
