@@ -283,7 +283,7 @@ def _plot_sg(curves: _Curves, summary: dict, path: Path) -> None:
     ax_loss.set_title("synthesizer regression loss")
     for ax in (ax_cos, ax_loss):
         ax.grid(True, alpha=0.3)
-        if modules:
+        if ax.get_legend_handles_labels()[0]:  # (no regression loss is logged before a synthesizer's first fit)
             ax.legend()
     save_figure(fig, path)
     plt.close(fig)
