@@ -93,8 +93,8 @@ def window_gemms(mode: str, T: int, B: int, D: int, H: int, C: int) -> list[Gemm
     (T*B, D) @ (D, 4H), then one (B, H) @ (H, 4H) per step), the head (T*B, H) @ (H, C)
     and its backward (dx and dW), the LSTM backward (one (B, 4H) @ (4H, H) per step,
     then dx, dWx, dWh over all steps), and with an SG: M's prediction (B, 2H) @ (2H, 2H)
-    and its refit on the previous window's state (forward, dx, dW: ``Linear.backward``
-    computes dx although the refit does not use it); with dni-aux the aux head
+    and its refit on the previous window's state (forward and dW; the refit needs no
+    gradient at M's input, ``Linear.param_grads``); with dni-aux the aux head
     (B, H) @ (H, 2H) on the first hidden state and its backward.
     """
     g = [Gemm("lstm x@Wx", T * B, D, 4 * H)]
@@ -110,8 +110,7 @@ def window_gemms(mode: str, T: int, B: int, D: int, H: int, C: int) -> list[Gemm
     g += [Gemm("lstm dx", T * B, 4 * H, D, b_t=True), Gemm("lstm dWx", D, T * B, 4 * H, a_t=True),
           Gemm("lstm dWh", H, T * B, 4 * H, a_t=True)]
     if mode != "bptt":
-        g += [Gemm("sg refit fwd", B, 2 * H, 2 * H), Gemm("sg refit dx", B, 2 * H, 2 * H, b_t=True),
-              Gemm("sg refit dW", 2 * H, B, 2 * H, a_t=True)]
+        g += [Gemm("sg refit fwd", B, 2 * H, 2 * H), Gemm("sg refit dW", 2 * H, B, 2 * H, a_t=True)]
     return g
 
 

@@ -78,8 +78,7 @@ def param_grads(net: Sequential, dy, caches) -> dict:
     for i in reversed(range(1, len(net.layers))):
         dy, layer_grads = net.layers[i].backward(dy, caches[i])
         grads.update({f"{i}.{k}": g for k, g in layer_grads.items()})
-    x, _ = caches[0]  # linear_forward's cache: (x, W)
-    grads["0.W"], grads["0.b"] = x.T @ dy, dy.sum(axis=0)  # linear_backward's dW and db, without its dx
+    grads.update({f"0.{k}": g for k, g in net.layers[0].param_grads(dy, caches[0]).items()})
     return {k: grads[k] for k in net.params}
 
 

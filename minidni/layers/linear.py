@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from minidni.backend import to_device
-from minidni.functional.linear import linear_backward, linear_forward
+from minidni.functional.linear import linear_backward, linear_forward, linear_param_grads
 from minidni.layers.base import Layer, check_positive_int, init_weight
 
 __all__ = ["Linear"]
@@ -31,6 +31,11 @@ class Linear(Layer):
         """dy (N, out_dim) -> dx (N, in_dim), {"W": (in_dim, out_dim), "b": (out_dim,)}."""
         dx, dW, db = linear_backward(dy, cache)
         return dx, {"W": dW, "b": db}
+
+    def param_grads(self, dy, cache) -> dict:
+        """:meth:`backward`'s ``{"W", "b"}`` without ``dx``, for a layer whose input gradient nobody needs."""
+        dW, db = linear_param_grads(dy, cache)
+        return {"W": dW, "b": db}
 
     def __repr__(self) -> str:
         return f"Linear({self.in_dim}, {self.out_dim})"
