@@ -38,9 +38,8 @@ from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
 from minidni import models
 from minidni.data import mnist_or_standin
-from minidni.dni import FeedForwardTrainer, Module, build_trainer, mlp_synthesizer
+from minidni.dni import FeedForwardTrainer, Module, OracleSynthesizer, build_trainer, mlp_synthesizer
 from minidni.dni.feedforward import error_percent, raise_if_diverged
-from minidni.functional import softmax_cross_entropy
 from minidni.gradcheck import adjoint_check, elementwise_check
 from minidni.io import save_figure
 from minidni.layers import Sequential
@@ -140,31 +139,10 @@ assert max(err for name, err in errors.items() if name != "0.b") < 1e-6
 # %% [markdown]
 # **Check:** with a synthesizer that returns the *true* gradient (an "oracle": it runs the
 # modules above and the loss, which a real SG cannot do), one DNI step of the package's trainer
-# must move every parameter exactly as one backprop step does.
+# must move every parameter exactly as one backprop step does. The package's `OracleSynthesizer`
+# is that stand-in: it backpropagates through the modules above, as they are now.
 
 # %%
-class Oracle:
-    """Stands in for a synthesizer: backprop through the modules above, as they are now."""
-
-    ready = True
-
-    def __init__(self, upper):
-        self.upper = upper
-
-    def predict(self, h, labels=None, *, train=True):
-        caches = []
-        for m in self.upper:
-            h, c = m.forward(h)
-            caches.append(c)
-        _, d = softmax_cross_entropy(h, labels)
-        for m, c in zip(self.upper[::-1], caches[::-1]):
-            d, _ = m.backward(d, c)
-        return d, None
-
-    def fit(self, cache, target):
-        return np.zeros(())
-
-
 def small_modules():
     nets = models.fcn(3, in_dim=D_IN, width=H, num_classes=4, rng=np.random.default_rng(4), dtype=np.float64)
     return [Module(n, lr=0.1, optimizer="sgd") for n in nets]
@@ -173,7 +151,7 @@ def small_modules():
 x_small, y_small = rng.standard_normal((N, D_IN)), rng.integers(0, 4, N)
 reference = FeedForwardTrainer(small_modules(), method="bprop")
 mods = small_modules()
-oracle_dni = FeedForwardTrainer(mods, method="dni", synthesizers=[Oracle(mods[i + 1:]) for i in range(2)])
+oracle_dni = FeedForwardTrainer(mods, method="dni", synthesizers=[OracleSynthesizer(mods[i + 1:]) for i in range(2)])
 reference.step(x_small, y_small)
 oracle_dni.step(x_small, y_small)
 gap = max(np.abs(a.net.params[k] - b.net.params[k]).max()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from minidni import models
 from minidni.cli import TrainingDiverged
 from minidni.dni.feedforward import FeedForwardTrainer, Module, build_trainer, raise_if_diverged
-from minidni.dni.synthesizers import conv_synthesizer, mlp_regressor, mlp_synthesizer, param_grads
+from minidni.dni.synthesizers import OracleSynthesizer, conv_synthesizer, mlp_regressor, mlp_synthesizer, param_grads
 from minidni.experiments.feedforward import Dataset, main_cifar10, main_mnist, make_parser
 from minidni.functional.losses import softmax_cross_entropy
 from minidni.gradcheck import GradientCheckError, adjoint_check
@@ -180,28 +180,6 @@ def _check_regression_gradients(sg, h, labels, rng, seed):
 
 
 # ---------------------------------------------------------------- methods
-class Oracle:
-    """A 'synthesizer' returning the TRUE gradient: backprop through the modules above, as they are now."""
-
-    ready = True
-
-    def __init__(self, upper):
-        self.upper = upper
-
-    def predict(self, h, labels=None, *, train=True):
-        caches = []
-        for m in self.upper:
-            h, cache = m.forward(h)
-            caches.append(cache)
-        _, d = softmax_cross_entropy(h, labels)
-        for m, cache in zip(self.upper[::-1], caches[::-1]):
-            d, _ = m.backward(d, cache)
-        return d, None
-
-    def fit(self, cache, target):
-        return np.zeros(())
-
-
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_dni_with_an_oracle_synthesizer_equals_backprop(optimizer):
     def modules():
@@ -209,7 +187,7 @@ def test_dni_with_an_oracle_synthesizer_equals_backprop(optimizer):
 
     reference = FeedForwardTrainer(modules(), method="bprop")
     mods = modules()
-    dni = FeedForwardTrainer(mods, method="dni", synthesizers=[Oracle(mods[i + 1:]) for i in range(3)])
+    dni = FeedForwardTrainer(mods, method="dni", synthesizers=[OracleSynthesizer(mods[i + 1:]) for i in range(3)])
     for step in range(3):
         x, y = batch(step)
         reference.step(x, y)

@@ -48,12 +48,12 @@ from __future__ import annotations
 import numpy as np
 
 from minidni.backend import get_xp
-from minidni.functional.losses import mse
+from minidni.functional.losses import mse, softmax_cross_entropy
 from minidni.layers import BatchNorm, Conv2d, Linear, ReLU, Sequential
 from minidni.optim import SGD, Adam
 
-__all__ = ["Regressor", "Synthesizer", "mlp_synthesizer", "conv_synthesizer", "mlp_regressor", "param_grads",
-           "SG_HIDDEN_CHOICES", "CONDITIONINGS"]
+__all__ = ["Regressor", "Synthesizer", "OracleSynthesizer", "mlp_synthesizer", "conv_synthesizer", "mlp_regressor",
+           "param_grads", "SG_HIDDEN_CHOICES", "CONDITIONINGS"]
 
 SG_HIDDEN_CHOICES = (0, 1, 2)
 CONDITIONINGS = ("none", "concat", "mask")
@@ -254,3 +254,34 @@ def mlp_regressor(in_dim: int, out_dim: int, *, hidden: int = 1, width: int = 25
     """
     net = _mlp(in_dim, out_dim, hidden=hidden, width=width, batchnorm=batchnorm, rng=rng, dtype=dtype)
     return Regressor(net, lr=lr, optimizer=optimizer, warmup=warmup)
+
+
+class OracleSynthesizer:
+    """A stand-in synthesizer that returns the TRUE gradient (for checks and teaching, never for training).
+
+    ``OracleSynthesizer(upper)`` with ``upper`` the modules above (objects with
+    ``forward(h) -> (y, cache)`` and ``backward(dy, cache) -> (dx, grads)``):
+    ``predict(h, labels)`` runs them as they are now, then the softmax
+    cross-entropy on ``labels`` (N,), and backpropagates: ``(dL/dh, None)``,
+    shaped like ``h``. With it a DNI step must equal a backprop step. A real
+    synthesizer cannot do this: it would wait for everything above (the lock
+    DNI removes). ``fit`` learns nothing and returns a 0-d zero.
+    """
+
+    ready = True
+
+    def __init__(self, upper):
+        self.upper = list(upper)
+
+    def predict(self, h, labels=None, *, train: bool = True):
+        caches = []
+        for module in self.upper:
+            h, cache = module.forward(h)
+            caches.append(cache)
+        _, d = softmax_cross_entropy(h, labels)
+        for module, cache in zip(self.upper[::-1], caches[::-1]):
+            d, _ = module.backward(d, cache)
+        return d, None
+
+    def fit(self, cache, target):
+        return get_xp(target).zeros((), target.dtype)
