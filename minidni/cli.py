@@ -88,10 +88,11 @@ def run_command(prog: str, body: Callable[[], int | None]) -> int:
     """Run ``body``; expected failures become ``prog: error: ...`` and exit 2."""
     # Imported here so that the data package stays optional for commands that do not use it.
     from minidni.data import DataError
+    from minidni.io import CheckpointError
 
     try:
         return body() or 0
-    except (UsageError, backend.BackendError, DataError, TrainingDiverged) as exc:
+    except (UsageError, backend.BackendError, DataError, TrainingDiverged, CheckpointError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -193,7 +193,8 @@ class TestPipeline:
     """Pipelines on three reused worker processes (starting a process takes seconds)."""
 
     @pytest.fixture(scope="class")
-    def pool(self, ray_instance):
+    @classmethod
+    def pool(cls, ray_instance):
         actors = spawn_workers(3, cpus_per_worker=0.5)
         yield actors
         for actor in actors:
