@@ -9,8 +9,10 @@ data, unusable backend, diverged training) into one line on stderr and exit 2.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -25,32 +27,106 @@ class TrainingDiverged(RuntimeError):
     """Training produced NaN/inf; the message says which quantity, at which step, what to try."""
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer (accepted: 1 or more)")
-    return value
+MAX_COUNT = 10**9          # the largest count any option accepts (steps, sizes, repeats)
+MAX_SEED = 2**32 - 1       # seeds are unsigned 32-bit, so every library that takes one accepts them
 
 
-def nonnegative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0.0:
-        raise argparse.ArgumentTypeError(f"{text} is not a non-negative number (accepted: 0 or more)")
-    return value
+def _type(name: str, accepted: str, convert: Callable[[str], object], ok: Callable[[object], bool]):
+    """An argparse ``type`` that converts ``text`` and checks it; every error names the value and ``accepted``."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {accepted}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text} is out of range (accepted: {accepted})")
+        return value
+
+    parse.__name__ = name
+    parse.accepted = accepted  # type: ignore[attr-defined]  (read by the bad-input tests)
+    return parse
 
 
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0.0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number (accepted: > 0)")
-    return value
+def int_range(lo: int, hi: int = MAX_COUNT) -> Callable[[str], int]:
+    """Integers ``lo <= n <= hi``."""
+    return _type(f"int_{lo}_{hi}", f"an integer from {lo} to {hi}", int, lambda v: lo <= v <= hi)
 
 
-def probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not a probability (accepted: 0 to 1)")
-    return value
+def float_range(lo: float, hi: float = math.inf, *, lo_open: bool = False) -> Callable[[str], float]:
+    """Finite floats in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``); nan and inf are always refused."""
+    low = f"> {lo:g}" if lo_open else f">= {lo:g}"
+    accepted = f"a finite number {low}" + (f" and <= {hi:g}" if math.isfinite(hi) else "")
+    return _type("float", accepted, float,
+                 lambda v: math.isfinite(v) and (v > lo if lo_open else v >= lo) and v <= hi)
+
+
+positive_int = int_range(1)
+nonnegative_int = int_range(0)
+seed_int = int_range(0, MAX_SEED)
+positive_float = float_range(0.0, lo_open=True)
+nonnegative_float = float_range(0.0)
+probability = float_range(0.0, 1.0)
+
+
+def output_path(text: str) -> Path:
+    """A non-empty path for ``--out``/``--figures`` (an empty one would silently mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a path (accepted: a non-empty folder or file name)")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} contains a NUL byte (accepted: a path without one)")
+    return Path(text)
+
+
+def prepare_out_dir(path: Path, option: str = "--out") -> Path:
+    """Create ``path`` (and its parents) and check it is a writable folder, before any work starts.
+
+    Raises UsageError naming the option and the reason: a file where a folder is
+    expected, a folder that cannot be created (read-only, under a file, a name too
+    long), or one that cannot be written.
+    """
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path}: is a file, not a folder (accepted: a folder that exists or can be created)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot create or write this folder ({exc.strerror or exc}); "
+                         "accepted: a folder that can be created and written") from None
+    return path
+
+
+def prepare_out_file(path: Path, option: str = "--out") -> Path:
+    """Check that the file ``path`` can be written (its folder is created), before any work starts."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a folder (accepted: a file name, e.g. {path / 'result.json'})")
+    prepare_out_dir(path.parent, option=f"{option} {path}: its folder")
+    return path
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (Linux: MemAvailable; elsewhere physical pages)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.3g} GiB" if nbytes >= 2**27 else f"{nbytes / 2**20:.3g} MiB"
+
+
+def check_memory(nbytes: float, what: str, hint: str) -> None:
+    """UsageError when ``what`` would need more than the memory available (one line: how much, and ``hint``)."""
+    available = available_memory()
+    if nbytes > available:
+        raise UsageError(f"{what} would need about {_gib(nbytes)} of memory, more than the {_gib(available)} "
+                         f"available here; {hint}")
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, default_out: str) -> None:
@@ -58,8 +134,8 @@ def add_common_args(parser: argparse.ArgumentParser, *, default_out: str) -> Non
     parser.add_argument("--backend", choices=backend.BACKENDS,
                         default=os.environ.get(backend.ENV_VAR, "numpy") or "numpy",
                         help="array backend (default: $MINIDNI_BACKEND or numpy)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--out", type=Path, default=Path(default_out),
+    parser.add_argument("--seed", type=seed_int, default=0, help=f"random seed, 0 to {MAX_SEED} (default 0)")
+    parser.add_argument("--out", type=output_path, default=Path(default_out),
                         help=f"output folder for summary.json, figures, checkpoints (default {default_out})")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="data folder (default: $MINIDNI_DATA, then the user cache folder)")

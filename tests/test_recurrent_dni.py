@@ -275,11 +275,13 @@ def test_resume_gives_the_uninterrupted_result(tmp_path):
                              "--checkpoint-every", "20", "--no-progress", "--out", str(part), "--no-compare",
                              "--mode", "dni-aux"]) == 0
     assert _cli(main_repeat_copy, part, "--no-compare", "--mode", "dni-aux", "--resume") == 0
-    from minidni.io import load_arrays
-    a, b = load_arrays(full / "checkpoint.npz"), load_arrays(part / "checkpoint.npz")
+    from minidni.io import load_checkpoint
+    (a, meta_a), (b, meta_b) = load_checkpoint(full / "checkpoint.npz"), load_checkpoint(part / "checkpoint.npz")
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert {k: v for k, v in meta_a.items() if k not in ("train_seconds", "logs")} == \
+        {k: v for k, v in meta_b.items() if k not in ("train_seconds", "logs")}
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (full, part))
     assert sa["logs"] == [dict(e, train_seconds=e2["train_seconds"]) for e, e2 in zip(sb["logs"], sa["logs"])]
 

@@ -47,8 +47,14 @@ Writes into ``--out`` (per mode in ``--out/<mode>`` with ``--compare``):
 option, the logs and SG diagnostics, warnings), ``copy_curriculum.png`` (or
 ``ptb_bpc.png``), ``sg_diagnostics.png`` (|δ̂|/|δ| and cos(δ̂, δ) of each synthetic
 gradient with its bootstrapped target, cell-state RMS), and a checkpoint
-(``checkpoint.npz`` + ``checkpoint.json``) every ``--checkpoint-every`` steps, from
-which ``--resume`` continues exactly as an uninterrupted run would.
+(``checkpoint.npz``: arrays and metadata in one atomically replaced file) every
+``--checkpoint-every`` steps, from which ``--resume`` continues exactly as an
+uninterrupted run would. ``--resume`` without a checkpoint is an error; with
+``--compare``, a mode that never reached its first checkpoint starts from step 0
+and says so.
+
+Timing: the step timer synchronises the device only at log, evaluation and
+checkpoint points, so on a GPU no window waits for the host.
 """
 
 from __future__ import annotations
@@ -63,14 +69,17 @@ from pathlib import Path
 import numpy as np
 
 from minidni import backend
-from minidni.cli import TrainingDiverged, UsageError, add_common_args, make_parser as _make_parser
-from minidni.cli import nonnegative_float, positive_float, positive_int, run_command
+from minidni.cli import TrainingDiverged, UsageError, add_common_args, check_memory, make_parser as _make_parser
+from minidni.cli import nonnegative_float, positive_float, positive_int, prepare_out_dir, run_command
 from minidni.dni.recurrent import MODES, QUANTITY, RESETS, RecurrentTrainer, char_loss, copy_loss
-from minidni.io import load_arrays, save_arrays, save_figure, write_json
+from minidni.io import CheckpointError, load_checkpoint, save_checkpoint, save_figure, write_json
 from minidni.tasks import BPCMeter, CharStream, CopyTaskStream, Curriculum, EpisodeScorer, one_hot
 from minidni.tasks.copy import IN_CHANNELS, OUT_CHANNELS
 
-__all__ = ["main_copy", "main_repeat_copy", "main_ptb", "make_parser", "run"]
+__all__ = ["main_copy", "main_repeat_copy", "main_ptb", "make_parser", "memory_needed", "check_before_work", "run"]
+
+CHECKPOINT = "checkpoint.npz"
+PTB_VOCAB = 50  # characters in PTB (an upper bound for the memory estimate before the data is read)
 
 DRIFT_RATIO = 10.0   # warn when the SG is this many times larger than its target ...
 DRIFT_LOGS = 3       # ... for this many consecutive logs
@@ -122,6 +131,30 @@ def make_parser(task: str) -> argparse.ArgumentParser:
     return p
 
 
+def memory_needed(task: str, args: argparse.Namespace) -> int:
+    """About how many bytes a run with ``args`` allocates (float32): parameters with their gradients and
+    two Adam moments, plus one window's LSTM activations, their gradients and the logits."""
+    D, O = (IN_CHANNELS, OUT_CHANNELS) if task != "ptb" else (PTB_VOCAB, PTB_VOCAB)
+    H, B, T = args.hidden, args.batch, args.T
+    params = 4 * H * (D + H + 1) + O * (H + 1) + 2 * (2 * H * 2 * H + 2 * H)  # LSTM, head, SG and aux head
+    window = T * B * (16 * H + D + O)  # gates, h, c and their gradients; inputs; logits
+    return 4 * (4 * params + 3 * window)
+
+
+def check_before_work(task: str, args: argparse.Namespace) -> None:
+    """Checks that need no data and write nothing: the run fits in memory (one line saying how much it needs)."""
+    check_memory(memory_needed(task, args), f"--hidden {args.hidden} --batch {args.batch} --T {args.T}",
+                 "use a smaller --hidden, --batch or --T")
+
+
+def _check_ptb_T(args: argparse.Namespace, data) -> None:
+    """A window cannot be longer than each batch row's share of the training characters."""
+    per_row = (len(data.train) - 1) // args.batch
+    if args.T > per_row:
+        raise UsageError(f"--T {args.T} is longer than each of the {args.batch} training streams "
+                         f"({per_row} characters each); accepted: 1 to {per_row}")
+
+
 # -- one run -------------------------------------------------------------------------------------
 class _Run:
     """A training run's mutable parts (trainer, streams, logs) and their checkpoint."""
@@ -170,22 +203,23 @@ class _Run:
             host.update(best=self.best, bad_evals=self.bad_evals, evals=self.evals)
             if self.best_params is not None:
                 arrays.update({f"best.{k}": v for k, v in self.best_params.items()})
-        save_arrays(self.out / "checkpoint.npz", arrays)
-        write_json(self.out / "checkpoint.json", host)  # written last: it marks a complete checkpoint
+        save_checkpoint(self.out / CHECKPOINT, arrays, host)
 
     def load(self) -> None:
-        import json  # noqa: PLC0415
+        path = self.out / CHECKPOINT
+        arrays, host = load_checkpoint(path)
+        try:
+            self._restore(arrays, host)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path} does not match this command's {self.task} run "
+                                  f"({type(exc).__name__}: {exc}); delete it or choose another --out") from None
 
-        path = self.out / "checkpoint.json"
-        if not path.exists():
-            raise UsageError(f"--resume: no checkpoint in {self.out} (expected {path})")
-        host = json.loads(path.read_text())
+    def _restore(self, arrays: dict, host: dict) -> None:
         if host["options"] != self._options() or host["mode"] != self.mode:
             diff = sorted(k for k in set(host["options"]) | set(self._options())
                           if host["options"].get(k) != self._options().get(k))
             raise UsageError(f"--resume: the checkpoint in {self.out} was made with different options ({', '.join(diff) or 'mode'}); "
                              f"rerun with the same options or another --out")
-        arrays = load_arrays(self.out / "checkpoint.npz")
         best = {k[5:]: v for k, v in arrays.items() if k.startswith("best.")}
         self.trainer.load_state_dict({k: v for k, v in arrays.items() if not k.startswith("best.")}, host["trainer"])
         if self.copy:
@@ -284,7 +318,7 @@ class _Run:
 
         args = self.args
         self.out.mkdir(parents=True, exist_ok=True)
-        if args.resume and (self.out / "checkpoint.json").exists():
+        if args.resume and (self.out / CHECKPOINT).exists():
             self.load()
         start_step = self.trainer.step
         wall0 = time.perf_counter()
@@ -304,24 +338,39 @@ class _Run:
         return self.summary(time.perf_counter() - wall0)
 
     def _loop(self, bar, step: int) -> None:
+        """Train to ``--steps``. The device is synchronised only where the host needs a value (log,
+        evaluation, checkpoint), and the training time is the wall time between those points."""
         args = self.args
+        since = time.perf_counter()  # start of the training time not yet added to train_seconds
+
+        def account() -> None:
+            nonlocal since
+            backend.synchronize(self.xp)
+            now = time.perf_counter()
+            self.train_seconds += now - since
+            since = now
+
         while step < args.steps and not self.stopped_early:
-            t0 = time.perf_counter()
             self.window()
             step = self.trainer.step
-            if step % args.log_every == 0 or step == args.steps:
+            bar.update(1)
+            logging = step % args.log_every == 0 or step == args.steps
+            evaluating = not self.copy and (step % args.eval_every == 0 or step == args.steps)
+            checkpointing = step % args.checkpoint_every == 0
+            if not (logging or evaluating or checkpointing):
+                continue
+            account()
+            if logging:
                 entry = self.log(step, bar)
                 post = ({"N": self.curriculum.lengths()[0], "bits": f"{entry['recent_bits']:.2f}"} if self.copy
                         else {"bpc": f"{entry['train_bpc']:.3f}"})
                 post["steps/s"] = f"{step / max(self.train_seconds, 1e-9):.0f}"
                 bar.set_postfix(post, refresh=False)
-            backend.synchronize(self.xp)
-            self.train_seconds += time.perf_counter() - t0
-            if not self.copy and (step % args.eval_every == 0 or step == args.steps):
+            if evaluating:
                 self.stopped_early = self.maybe_evaluate(step)
-            if step % args.checkpoint_every == 0:
+            if checkpointing:
                 self.save()
-            bar.update(1)
+            since = time.perf_counter()  # logging, evaluation and checkpoints are not training time
 
     def summary(self, wall: float, diverged: str | None = None) -> dict:
         """Write ``summary.json``; ``diverged``: the TrainingDiverged message of a stopped run."""
@@ -444,9 +493,18 @@ def _human(prog: str, s: dict) -> str:
 def run(args: argparse.Namespace, task: str, data=None, prog: str = "minidni") -> list[dict]:
     """Train as ``args`` say (``--mode``, then bptt with ``--compare``); write outputs; return the summaries."""
     modes = [args.mode] + (["bptt"] if args.compare and args.mode != "bptt" else [])
+    outs = {mode: args.out / mode if len(modes) > 1 else args.out for mode in modes}
+    if args.resume:
+        missing = [mode for mode in modes if not (outs[mode] / CHECKPOINT).is_file()]
+        if len(missing) == len(modes):
+            where = " or ".join(str(outs[m] / CHECKPOINT) for m in modes)
+            raise UsageError(f"--resume: no checkpoint in {args.out} (expected {where}); "
+                             "run without --resume to start from step 0")
+        for mode in missing:
+            print(f"{prog}: --resume: {mode} has no checkpoint in {outs[mode]} yet; it starts from step 0", flush=True)
     summaries = []
     for mode in modes:
-        out = args.out / mode if len(modes) > 1 else args.out
+        out = outs[mode]
         s = _Run(args, task, mode, out, data).train()
         fig_name = "ptb_bpc.png" if task == "ptb" else "copy_curriculum.png"
         plot_progress([s], out / fig_name)
@@ -468,11 +526,14 @@ def _main(task: str, argv: Sequence[str] | None) -> int:
         return int(exc.code or 0)
 
     def body() -> int:
+        check_before_work(task, args)
         data = None
         if task == "ptb":
             from minidni.data.ptb import load_ptb_chars  # noqa: PLC0415
 
             data = load_ptb_chars(args.data_dir, verify=args.verify)
+            _check_ptb_T(args, data)
+        prepare_out_dir(args.out)
         run(args, task, data, parser.prog)
         return 0
 
