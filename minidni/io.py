@@ -71,6 +71,18 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def portable_paths(obj: Any, start: str | os.PathLike = ".") -> Any:
+    """``obj`` (a string, a list of command-line words, a dict of options...) with every absolute path in it
+    written relative to ``start``, so that committed tables and JSON name no folder of the machine that made them."""
+    if isinstance(obj, dict):
+        return {k: portable_paths(v, start) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(portable_paths(v, start) for v in obj)
+    if isinstance(obj, (str, Path)) and os.path.isabs(obj):
+        return os.path.relpath(obj, start)
+    return obj
+
+
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Atomically write ``data`` as indented JSON (NumPy values converted)."""
     text = json.dumps(_jsonable(data), indent=2, sort_keys=True, allow_nan=True) + "\n"

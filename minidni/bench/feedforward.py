@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from minidni import backend, models
-from minidni.cli import make_parser, positive_int, run_command
+from minidni.cli import int_range, make_parser, output_path, positive_int, prepare_out_file, run_command, seed_int
 from minidni.dni.feedforward import METHODS, build_trainer
 from minidni.io import write_json
 from minidni.layers import Linear
@@ -73,11 +73,12 @@ def main(argv=None) -> int:
     p.add_argument("--sg-hidden", type=int, choices=(0, 1, 2), default=None,
                    help="synthesizer hidden layers (default: 2 for dni, 0 for cdni, as in the paper)")
     p.add_argument("--sg-width", type=positive_int, default=1024, help="synthesizer hidden units (paper: 1024)")
-    p.add_argument("--rounds", type=positive_int, default=6, help="interleaved rounds (the first is a warm-up)")
+    p.add_argument("--rounds", type=int_range(2), default=6,
+                   help="interleaved rounds, at least 2 (the first is a warm-up and is not timed)")
     p.add_argument("--steps", type=positive_int, default=30, help="steps per method per round")
     p.add_argument("--backend", choices=backend.BACKENDS, default=os.environ.get(backend.ENV_VAR, "numpy") or "numpy")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("figures/bench_feedforward.json"), help="JSON output file")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--out", type=output_path, default=Path("figures/bench_feedforward.json"), help="JSON output file")
     try:
         args = p.parse_args(argv)
     except SystemExit as exc:
@@ -86,6 +87,7 @@ def main(argv=None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    prepare_out_file(args.out)
     xp = backend.set_backend(args.backend)
     rng = np.random.default_rng([args.seed, 1])
     x = backend.to_device(rng.random((args.batch, 784), dtype=np.float32))

@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from minidni import backend
-from minidni.cli import make_parser, positive_int, run_command
+from minidni.cli import make_parser, nonnegative_int, output_path, positive_int, prepare_out_file, run_command
+from minidni.cli import seed_int
 from minidni.functional import (conv2d_backward, conv2d_forward, linear_backward, linear_forward, lstm_backward,
                                 lstm_forward)
 from minidni.io import write_json
@@ -201,15 +202,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=backend.BACKENDS,
                         default=os.environ.get(backend.ENV_VAR, "numpy") or "numpy", help="array backend")
     parser.add_argument("--repeats", type=positive_int, default=7, help="timed runs per measurement (median)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed runs before timing")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    parser.add_argument("--warmup", type=nonnegative_int, default=2, help="untimed runs before timing")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the random inputs")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test, not a measurement)")
-    parser.add_argument("--out", type=Path, default=Path("figures/bench_layers.json"), help="JSON file to write")
-    args: argparse.Namespace = parser.parse_args(argv)
-    if args.warmup < 0:
-        parser.error(f"--warmup must be 0 or more, got {args.warmup}")
+    parser.add_argument("--out", type=output_path, default=Path("figures/bench_layers.json"), help="JSON file to write")
+    try:
+        args: argparse.Namespace = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad option (2), message already printed
+        return int(exc.code or 0)
 
     def body() -> int:
+        prepare_out_file(args.out)
         xp = backend.set_backend(args.backend)
         result = run(SIZES["quick" if args.quick else "full"], xp, args.repeats, args.warmup, args.seed)
         result["sizes"] = "quick" if args.quick else "full"

@@ -56,7 +56,7 @@ from typing import NamedTuple
 import numpy as np
 
 from minidni import backend
-from minidni.cli import make_parser, positive_int, run_command
+from minidni.cli import make_parser, output_path, positive_int, prepare_out_file, run_command, seed_int
 from minidni.dni.recurrent import MODES, RecurrentTrainer, copy_loss
 from minidni.io import write_json
 from minidni.tasks import CopyTaskStream, Curriculum
@@ -155,10 +155,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=positive_int, default=2, help="Copy's N (fixed)")
     p.add_argument("--steps", type=positive_int, default=50, help="windows per (batch, mode) per round")
     p.add_argument("--rounds", type=positive_int, default=3, help="timed rounds (medians over rounds)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test, not a measurement)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny defaults for --hidden, --batch, --steps, --rounds (a smoke test, not a measurement); "
+                        "options given explicitly keep their values")
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy", help="array backend")
-    p.add_argument("--seed", type=int, default=0, help="seed of the model and the Copy streams")
-    p.add_argument("--out", type=Path, default=Path("figures/bench_recurrent.json"), help="JSON file to write")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the model and the Copy streams")
+    p.add_argument("--out", type=output_path, default=Path("figures/bench_recurrent.json"), help="JSON file to write")
     return p
 
 
@@ -217,9 +219,6 @@ def _machine(xp) -> dict:
 def measure(args: argparse.Namespace) -> dict:
     """Run the interleaved rounds; returns the JSON-ready result (``runs``: one entry per (batch, mode))."""
     xp = backend.set_backend(args.backend)
-    if args.quick:
-        for key, value in QUICK.items():
-            setattr(args, key, value)
     T, H = args.T, args.hidden
     load_start = _load_average()
     setups = {}
@@ -303,10 +302,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
+        if args.quick:  # tiny defaults; what the user gave explicitly wins
+            parser.set_defaults(**QUICK)
+            args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a bad option (2), message already printed
         return int(exc.code or 0)
 
     def body() -> int:
+        prepare_out_file(args.out)
         result = measure(args)
         print(table(result))
         print(_profile_text(max(result["runs"], key=lambda r: (r["batch"], r["mode"] != "bptt"))))

@@ -28,11 +28,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from minidni import backend
-from minidni.cli import make_parser, positive_float, positive_int, probability, run_command
-from minidni.experiments.feedforward import load_dataset
+from minidni.cli import MAX_SEED, UsageError, make_parser, output_path, positive_float, positive_int, prepare_out_dir
+from minidni.cli import probability, run_command, seed_int
+from minidni.experiments.feedforward import check_fits, load_dataset
 from minidni.experiments.feedforward import make_parser as make_mnist_parser
 from minidni.experiments.feedforward import run
-from minidni.io import save_figure, write_json, write_text
+from minidni.io import portable_paths, save_figure, write_json, write_text
 
 PROG = "python -m minidni.run table1"
 
@@ -76,10 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False,
                    help="a progress bar per run (one line per run otherwise)")
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0, help=f"random seed, 0 to {MAX_SEED}")
     p.add_argument("--data-dir", type=Path, default=None, help="data folder holding mnist/")
-    p.add_argument("--out", type=Path, default=Path("runs/table1"), help="folder of the individual runs")
-    p.add_argument("--figures", type=Path, default=Path("figures"), help="folder of the tables and figures")
+    p.add_argument("--out", type=output_path, default=Path("runs/table1"), help="folder of the individual runs")
+    p.add_argument("--figures", type=output_path, default=Path("figures"), help="folder of the tables and figures")
     return p
 
 
@@ -111,14 +112,40 @@ def _one(args, data, *, layers: int, method: str, p_update: float = 1.0, sg_widt
                                                                 sg_width=sg_width, out=out))
     summary_path = out / "summary.json"
     if args.resume and summary_path.exists():
-        old = json.loads(summary_path.read_text())
-        if old["options"] == json.loads(json.dumps(vars(run_args), default=str)):
+        old = _read_summary(summary_path)
+        if old.get("options") == json.loads(json.dumps(vars(run_args), default=str)):
             print(f"{PROG}: reusing {summary_path}", file=sys.stderr)
             return old
+        print(f"{PROG}: --resume: {summary_path} is {'unreadable' if not old else 'from other options'}; "
+              "running this configuration again", file=sys.stderr)
     summary = run(run_args, data, dataset="mnist")
     print(f"{PROG}: {name}: test error {summary['test_error_percent']:.2f} % after {summary['steps']} steps "
           f"({summary['steps_per_second']:.1f} steps/s, {summary['wall_seconds']:.0f} s)", file=sys.stderr, flush=True)
     return summary
+
+
+def _read_summary(path: Path) -> dict:
+    """A run's summary.json, or {} when it cannot be read (e.g. truncated by a killed run)."""
+    try:
+        s = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return s if isinstance(s, dict) else {}
+
+
+def _check_grid(args) -> None:
+    """Repeated layers, methods or p values would train the same run twice and count it twice."""
+    for name in ("layers", "methods", "sweep_methods", "p_values"):
+        values = getattr(args, name)
+        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if repeated:
+            raise UsageError(f"--{name.replace('_', '-')} lists {', '.join(map(str, repeated))} more than once "
+                             "(accepted: distinct values)")
+    for layers in sorted(set(args.layers) | {args.sweep_layers}):
+        for method in set(args.methods) | set(args.sweep_methods):
+            run_args = make_mnist_parser("mnist").parse_args(_run_argv(
+                args, layers=layers, method=method, p_update=1.0, sg_width=max(args.sg_width, 1024), out=args.out))
+            check_fits(run_args, "mnist")
 
 
 def _budget_line(args) -> str:
@@ -163,7 +190,7 @@ def _table(args, data) -> None:
                      f"{s['options']['lr']:g} | {sg} | {s['wall_seconds']:.0f} | {s['steps_per_second']:.1f} |")
     lines += ["", "The paper's DNI synthesizer has 2x1024 hidden units; ours defaults to a narrower one for time "
               "(see the 2x1024 rows). Paper numbers are after 500k steps; ours after the budget above.", "",
-              f"Runs: `{args.out}/fcn<layers>-<method>[-w<width>]/summary.json`.", "",
+              f"Runs: `{portable_paths(args.out)}/fcn<layers>-<method>[-w<width>]/summary.json`.", "",
               f"Command: `{_command(args)}`", ""]
     args.figures.mkdir(parents=True, exist_ok=True)
     write_text(args.figures / "table1_mnist.md", "\n".join(lines))
@@ -237,7 +264,7 @@ def _sweep_markdown(args, results: dict) -> str:
     lines += ["", "Wall seconds (steps/s) of each run: " + "; ".join(
         f"{m} p={p:g}: {s['wall_seconds']:.0f} s ({s['steps_per_second']:.1f})"
         for m, row in results.items() for p, s in row.items()) + ".", "",
-        f"Runs: `{args.out}/fcn{args.sweep_layers}-<method>[-p<p>]/summary.json`; figure `p_update_sweep.png`.", "",
+        f"Runs: `{portable_paths(args.out)}/fcn{args.sweep_layers}-<method>[-p<p>]/summary.json`; figure `p_update_sweep.png`.", "",
         f"Command: `{_command(args)}`", ""]
     return "\n".join(lines)
 
@@ -295,6 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
 
     def body() -> int:
+        _check_grid(args)
+        prepare_out_dir(args.out)
+        prepare_out_dir(args.figures, option="--figures")
         data = load_dataset("mnist", args.data_dir)
         (_sweep if args.sweep else _table)(args, data)
         return 0

@@ -9,8 +9,12 @@ Every cell is one ``python -m minidni.run TASK --mode M --T T --seed S
 at a time, writing into ``--out/TASK/MODE/T{T}/seed{S}``; a cell whose
 summary.json already has ``--steps`` steps and the same options is reused with
 ``--resume`` (an interrupted cell continues from its checkpoint). Each cell's
-options are checked with its task's parser before anything starts, so a bad
-``--extra`` is one error line, not a grid of failed runs. The result of a cell is the
+options are checked with its task's parser (and its memory need) before anything
+starts, so a bad ``--extra`` is one error line, not a grid of failed runs; ``--extra``
+cannot set what the grid sets itself (``--mode``, ``--T``, ``--seed``, ``--out`` ...),
+and repeated tasks, modes, T or seeds are refused. A cell that fails anyway is
+reported with its command and its last error line, marked failed in the table, and
+makes the command exit with status 1. The result of a cell is the
 longest episode length solved (Copy: N+3, Repeat Copy: N*R+3) or the test BPC
 (PTB), averaged over seeds.
 
@@ -39,10 +43,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from minidni.cli import UsageError, make_parser, positive_float, positive_int, run_command
+from minidni import backend
+from minidni.cli import UsageError, make_parser, output_path, positive_float, positive_int, prepare_out_dir
+from minidni.cli import run_command, seed_int
 from minidni.dni.recurrent import MODES
 from minidni.experiments import recurrent
-from minidni.io import save_figure, write_json, write_text
+from minidni.io import portable_paths, save_figure, write_json, write_text
 
 PROG = "python -m minidni.run table2"
 TASKS = ("copy", "repeat-copy", "ptb")
@@ -58,15 +64,11 @@ PAPER = {
 }
 METRIC = {"copy": "max_episode_length", "repeat-copy": "max_episode_length", "ptb": "test_bpc"}
 _RUN_ONLY = {"resume", "progress"}  # options that do not change a run's result
+# options every cell's command line sets from the grid's own options: --extra may not repeat them
+GRID_SET = ("--mode", "--T", "--seed", "--steps", "--compare", "--no-compare", "--progress", "--no-progress",
+            "--out", "--backend", "--hidden", "--batch", "--lr", "--data-dir", "--resume")
 COLORS = {"bptt": "tab:blue", "dni": "tab:orange", "dni-aux": "tab:green"}
 OFFSET = {"bptt": -0.06, "dni": 0.0, "dni-aux": 0.06}
-
-
-def _seed(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is not a valid seed (accepted: 0 or more)")
-    return value
 
 
 def _name(text: str) -> str:
@@ -80,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", choices=TASKS, default=["copy", "repeat-copy"], help="tasks (rows)")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="training modes")
     p.add_argument("--T", type=positive_int, nargs="+", default=[2, 3, 4, 5], help="truncation lengths")
-    p.add_argument("--seeds", type=_seed, nargs="+", default=[0, 1, 2], help="seeds per cell")
+    p.add_argument("--seeds", type=seed_int, nargs="+", default=[0, 1, 2], help="seeds per cell")
     p.add_argument("--steps", type=positive_int, default=8000, help="training windows per run (the budget)")
     p.add_argument("--hidden", type=positive_int, default=None, help="LSTM units (default: each task's default)")
     p.add_argument("--batch", type=positive_int, default=None, help="streams (default: each task's default)")
@@ -89,12 +91,36 @@ def _parser() -> argparse.ArgumentParser:
                    help="runs in parallel (one process each, one BLAS thread each)")
     p.add_argument("--extra", default="", help="more options passed to every run, e.g. \"--sg-lr 1e-3\"")
     p.add_argument("--resume", action="store_true", help="reuse finished cells, continue interrupted ones")
-    p.add_argument("--out", type=Path, default=Path("runs/table2"), help="folder of the individual runs")
-    p.add_argument("--figures", type=Path, default=Path("figures"), help="folder for NAME.md/.json/.png")
+    p.add_argument("--out", type=output_path, default=Path("runs/table2"), help="folder of the individual runs")
+    p.add_argument("--figures", type=output_path, default=Path("figures"), help="folder for NAME.md/.json/.png")
     p.add_argument("--name", type=_name, default="table2", help="file name (no suffix) of the table and figure")
     p.add_argument("--data-dir", type=Path, default=None, help="data folder (PTB)")
-    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
     return p
+
+
+def _check_grid(args) -> None:
+    """One line for a grid that would silently be something else: repeats, or --extra setting grid options."""
+    for name in ("tasks", "modes", "T", "seeds"):
+        values = getattr(args, name)
+        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if repeated:
+            raise UsageError(f"--{name} lists {', '.join(map(str, repeated))} more than once "
+                             f"(accepted: distinct values; a repeated seed would run twice in one folder)")
+    try:
+        words = shlex.split(args.extra)
+    except ValueError as exc:
+        raise UsageError(f"--extra {args.extra!r} is not a valid command line ({exc})") from None
+    known = {o for task in args.tasks for o in recurrent.make_parser(task)._option_string_actions}
+    for word in words:
+        name = word.split("=", 1)[0]
+        if not name.startswith("--"):
+            continue
+        targets = [name] if name in known else [o for o in known if o.startswith(name)]  # argparse abbreviations
+        clash = sorted(set(targets) & set(GRID_SET))
+        if clash:
+            raise UsageError(f"--extra may not set {clash[0]} (the grid sets it for every run: use the grid's own "
+                             f"option); accepted in --extra: the other options of the task, e.g. --sg-lr 1e-3")
 
 
 def _cells(args) -> list[dict]:
@@ -119,7 +145,7 @@ def _argv(args, cell: dict) -> list[str]:
         argv += ["--data-dir", str(args.data_dir)]
     if args.resume:
         argv.append("--resume")
-    return argv + args.extra.split()
+    return argv + shlex.split(args.extra)
 
 
 def _cell_options(args, cell: dict) -> dict:
@@ -134,15 +160,24 @@ def _cell_options(args, cell: dict) -> dict:
     except SystemExit:
         lines = err.getvalue().strip().splitlines() or ["rejected"]
         raise UsageError(f"the {cell['task']} runs would reject their options: {lines[-1]}") from None
+    recurrent.check_before_work(cell["task"], ns)
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(ns).items() if k not in _RUN_ONLY}
+
+
+def _read_summary(path: Path) -> dict:
+    """A cell's summary.json, or {} when it is missing or unreadable (a cell killed while writing it)."""
+    try:
+        s = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return s if isinstance(s, dict) else {}
 
 
 def _finished(cell: dict, options: dict, steps: int) -> dict | None:
     """The cell's summary if it finished (all ``steps``, or stopped early) with these options, else None."""
-    path = cell["out"] / "summary.json"
-    if not path.exists():
+    s = _read_summary(cell["out"] / "summary.json")
+    if not s:
         return None
-    s = json.loads(path.read_text())
     done = s.get("steps") == steps or s.get("stopped_early")
     same = {k: s.get("options", {}).get(k) for k in options} == options
     return s if done and same and not s.get("diverged") else None
@@ -154,13 +189,14 @@ def _run_cell(args, cell: dict) -> dict:
     if args.resume and (done := _finished(cell, cell["options"], args.steps)) is not None:
         return {**{k: v for k, v in done.items() if k != "logs"}, **tag, "reused": True}
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "minidni.run", *_argv(args, cell)], env=env,
-                          capture_output=True, text=True)
-    path = cell["out"] / "summary.json"
-    summary = json.loads(path.read_text()) if path.exists() else {}
-    summary = {k: v for k, v in summary.items() if k != "logs"}
+    argv = _argv(args, cell)
+    summary_path = cell["out"] / "summary.json"
+    summary_path.unlink(missing_ok=True)  # a failed run must not leave an earlier invocation's result behind
+    proc = subprocess.run([sys.executable, "-m", "minidni.run", *argv], env=env, capture_output=True, text=True)
+    summary = {k: v for k, v in _read_summary(summary_path).items() if k != "logs"}
     if proc.returncode != 0:
-        summary.update(error=(proc.stderr.strip().splitlines() or ["exit code %d" % proc.returncode])[-1])
+        summary.update(error=(proc.stderr.strip().splitlines() or ["exit code %d" % proc.returncode])[-1],
+                       command="python -m minidni.run " + shlex.join(portable_paths(argv)))
     return {**summary, **tag, "reused": False}
 
 
@@ -256,8 +292,8 @@ def _markdown(args, command: str, table: dict, runs: list[dict], wall: float) ->
                              f"{' (stopped early)' if r.get('stopped_early') else ''}")
     errors = [r for r in runs if "error" in r]
     if errors:
-        lines += ["", "Failed runs:"] + [f"- {r['task']} {r['mode']} T={r['T']} seed {r['seed']}: {r['error']}"
-                                         for r in errors]
+        lines += ["", "Failed runs (not counted in the means above):"] + [
+            f"- {r['task']} {r['mode']} T={r['T']} seed {r['seed']}: `{r['command']}`: {r['error']}" for r in errors]
     return "\n".join(lines) + "\n"
 
 
@@ -312,30 +348,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         if "ptb" in args.tasks and args.data_dir is None and not os.environ.get("MINIDNI_DATA"):
             raise UsageError("--tasks ptb needs --data-dir (or $MINIDNI_DATA) pointing at the folder with ptb/")
+        _check_grid(args)
+        backend.set_backend(args.backend)  # CuPy asked for but unusable: one line now, not one per cell
+        backend.set_backend("numpy")
         cells = _cells(args)
         for cell in cells:  # every run's options checked before any starts
             cell["options"] = _cell_options(args, cell)
+        prepare_out_dir(args.out)
+        prepare_out_dir(args.figures, option="--figures")
         t0 = time.perf_counter()
-        print(f"{PROG}: {len(cells)} runs of {args.steps} windows, {args.workers} at a time", flush=True)
+        print(f"{PROG}: {len(cells)} runs of {args.steps} windows, {args.workers} at a time; "
+              f"each run's line appears when it finishes", flush=True)
         runs = []
         with ThreadPoolExecutor(max_workers=args.workers) as pool:
-            for r in pool.map(lambda c: _run_cell(args, c), cells):
+            for i, r in enumerate(pool.map(lambda c: _run_cell(args, c), cells), start=1):
                 runs.append(r)
-                res = r.get(METRIC[r["task"]], r.get("error"))
-                print(f"  {r['task']} {r['mode']} T={r['T']} seed {r['seed']}: {res}"
-                      f"{' (reused)' if r['reused'] else ''}", flush=True)
+                res = r.get(METRIC[r["task"]]) if "error" not in r else f"FAILED: {r['error']} (command: {r['command']})"
+                print(f"  [{i}/{len(cells)}, {(time.perf_counter() - t0) / 60:.1f} min] {r['task']} {r['mode']} "
+                      f"T={r['T']} seed {r['seed']}: {res}{' (reused)' if r['reused'] else ''}", flush=True)
         wall = time.perf_counter() - t0
         table = _aggregate(runs)
-        args.figures.mkdir(parents=True, exist_ok=True)
-        command = PROG + " " + shlex.join(argv)
+        command = PROG + " " + shlex.join(portable_paths(argv))
         base = args.figures / args.name
         write_text(base.with_suffix(".md"), _markdown(args, command, table, runs, wall))
         write_json(base.with_suffix(".json"),
                    {"command": command, "budget": {"steps": args.steps, "seeds": args.seeds, "workers": args.workers,
                                                    "wall_seconds": wall},
-                    "table": table, "paper": PAPER, "runs": runs})
+                    "table": table, "paper": PAPER, "runs": portable_paths(runs)})
         _plot(table, args, base.with_suffix(".png"))
         print(f"{PROG}: wrote {base}.md, .json, .png ({wall / 60:.1f} min)", flush=True)
+        failed = [r for r in runs if "error" in r]
+        if failed:
+            print(f"{PROG}: error: {len(failed)} of {len(runs)} runs failed (listed above and in {base}.md)",
+                  file=sys.stderr)
+            return 1
         return 0
 
     return run_command(PROG, body)
