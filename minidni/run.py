@@ -5,6 +5,7 @@ Tasks:
     table2                   the Table 2 grid (task x mode x T x seeds)
     mnist, cifar10           feed-forward DNI / cDNI (Table 1); --workers K runs on Ray
     table1                   the Table 1 MNIST FCN rows
+    multinet                 two LSTMs at two clock rates joined by a DNI (locked | dni | none)
 Run ``python -m minidni.run TASK --help`` for each task's options.
 """
 
@@ -23,6 +24,7 @@ TASKS = {
     "mnist": "minidni.experiments.feedforward:main_mnist",
     "cifar10": "minidni.experiments.feedforward:main_cifar10",
     "table1": "minidni.experiments.table1:main",
+    "multinet": "minidni.experiments.multinet:main",
 }
 
 
