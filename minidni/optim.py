@@ -11,6 +11,17 @@ Optimiser state (momentum, Adam moments) lives on the parameters' backend
 (``zeros_like``), so nothing crosses between host and device during training.
 Conventions follow PyTorch: SGD momentum ``v = mu v + g; p -= lr v``; Adam with
 bias correction ``p -= lr m_hat / (sqrt(v_hat) + eps)``.
+
+:class:`SGD` and :class:`Adam` update tensor by tensor: the readable reference.
+:class:`FlatSGD` and :class:`FlatAdam` do the same arithmetic, in the same order,
+over the whole flat buffers of a :class:`minidni.flat.FlatParams` (a few in-place
+operations with preallocated scratch, no temporaries per step), so their results
+are bit-identical to the reference's (``tests/test_flat_params.py``).
+
+    >>> flat = FlatParams({"net": net})
+    >>> opt = FlatAdam(flat, lr=1e-3)
+    >>> opt.step(grads)          # copies grads into flat.grads (unless they are its views), then steps
+    >>> opt.step()               # gradients already written into flat.grads
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from collections.abc import Sequence
 
 from minidni.backend import get_xp
 
-__all__ = ["Optimizer", "SGD", "Adam", "clip_by_global_norm", "StepDecay"]
+__all__ = ["Optimizer", "SGD", "Adam", "FlatSGD", "FlatAdam", "clip_by_global_norm", "StepDecay"]
 
 
 def _check_positive(name: str, value) -> float:
@@ -66,6 +77,10 @@ class Optimizer:
         """Update every param in place from ``grads`` (same keys and shapes)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement step")
 
+    def _zeros(self) -> dict:
+        """Optimiser state: a zero array per param, on its backend."""
+        return {k: get_xp(p).zeros_like(p) for k, p in self.params.items()}
+
 
 class SGD(Optimizer):
     """``SGD(params, lr, momentum=0.0)``: ``v = momentum v + g; p -= lr v`` (plain SGD when momentum is 0)."""
@@ -73,7 +88,7 @@ class SGD(Optimizer):
     def __init__(self, params: dict, lr: float, momentum: float = 0.0):
         super().__init__(params, lr)
         self.momentum = _check_unit_interval("momentum", momentum)
-        self.velocity = {k: get_xp(p).zeros_like(p) for k, p in params.items()} if self.momentum else {}
+        self.velocity = self._zeros() if self.momentum else {}
 
     def step(self, grads: dict) -> None:
         self._check_grads(grads)
@@ -97,8 +112,7 @@ class Adam(Optimizer):
         self.betas = (_check_unit_interval("beta1", betas[0]), _check_unit_interval("beta2", betas[1]))
         self.eps = _check_positive("eps", eps)
         self.t = 0
-        self.m = {k: get_xp(p).zeros_like(p) for k, p in params.items()}
-        self.v = {k: get_xp(p).zeros_like(p) for k, p in params.items()}
+        self.m, self.v = self._zeros(), self._zeros()
 
     def step(self, grads: dict) -> None:
         self._check_grads(grads)
@@ -114,6 +128,80 @@ class Adam(Optimizer):
             v *= b2
             v += (1.0 - b2) * (g * g)
             p -= (self.lr / correction1) * m / (xp.sqrt(v) / math.sqrt(correction2) + self.eps)
+
+
+class _Flat:
+    """Mixin of the fused optimisers: state as flat buffers of ``flat``, grads gathered into ``flat.grads``."""
+
+    def _zeros(self) -> dict:
+        return self.flat.zeros()
+
+    def _gather(self, grads: dict | None) -> None:
+        if grads is not None:
+            self._check_grads(grads)
+            self.flat.gather(grads)
+
+
+class FlatSGD(_Flat, SGD):
+    """:class:`SGD` over the flat buffers of ``flat`` (a :class:`minidni.flat.FlatParams`); bit-identical to it.
+
+    ``step(grads=None)``: ``grads`` are copied into ``flat.grads`` first (views of it are
+    not copied); without them the step uses what is already in ``flat.grads``.
+    """
+
+    def __init__(self, flat, lr: float, momentum: float = 0.0):
+        self.flat = flat
+        super().__init__(flat.params, lr, momentum)
+        self._scratch = [get_xp(b).empty_like(b) for b in flat.grads.buffers]
+
+    def step(self, grads: dict | None = None) -> None:
+        self._gather(grads)
+        xp = self.flat.xp
+        velocity = self.velocity.buffers if self.momentum else [None] * len(self._scratch)
+        for p, g, v, s in zip(self.flat.params.buffers, self.flat.grads.buffers, velocity, self._scratch):
+            if self.momentum:
+                v *= self.momentum
+                v += g
+                g = v
+            xp.multiply(g, self.lr, out=s)  # the reference's lr * g, without a temporary
+            p -= s
+
+
+class FlatAdam(_Flat, Adam):
+    """:class:`Adam` over the flat buffers of ``flat`` (a :class:`minidni.flat.FlatParams`).
+
+    The reference's operations in the same order on whole buffers, with two
+    preallocated scratch buffers, so bit-identical to :class:`Adam`.
+    ``step(grads=None)`` as :class:`FlatSGD`'s.
+    """
+
+    def __init__(self, flat, lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8):
+        self.flat = flat
+        super().__init__(flat.params, lr, betas, eps)
+        self._scratch = [(get_xp(b).empty_like(b), get_xp(b).empty_like(b)) for b in flat.grads.buffers]
+
+    def step(self, grads: dict | None = None) -> None:
+        self._gather(grads)
+        xp = self.flat.xp
+        b1, b2 = self.betas
+        self.t += 1
+        correction1 = 1.0 - b1 ** self.t
+        correction2 = 1.0 - b2 ** self.t
+        buffers = zip(self.flat.params.buffers, self.flat.grads.buffers, self.m.buffers, self.v.buffers, self._scratch)
+        for p, g, m, v, (s, t) in buffers:
+            m *= b1
+            xp.multiply(g, 1.0 - b1, out=s)
+            m += s                                  # m = b1 m + (1 - b1) g
+            v *= b2
+            xp.multiply(g, g, out=s)
+            s *= 1.0 - b2
+            v += s                                  # v = b2 v + (1 - b2) g^2
+            xp.sqrt(v, out=s)
+            s /= math.sqrt(correction2)
+            s += self.eps                           # sqrt(v_hat) + eps
+            xp.multiply(m, self.lr / correction1, out=t)
+            t /= s
+            p -= t                                  # p -= lr m_hat / (sqrt(v_hat) + eps)
 
 
 def clip_by_global_norm(grads: dict, max_norm: float):

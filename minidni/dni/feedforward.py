@@ -81,7 +81,8 @@ from minidni.cli import TrainingDiverged
 from minidni.dni.synthesizers import Regressor, conv_synthesizer, mlp_regressor, mlp_synthesizer, param_grads
 from minidni.functional.losses import softmax_cross_entropy
 from minidni.layers import Linear, Sequential
-from minidni.optim import SGD, Adam
+from minidni.flat import FlatParams
+from minidni.optim import FlatAdam, FlatSGD
 
 __all__ = ["METHODS", "Module", "FeedForwardTrainer", "StepResult", "build_trainer", "raise_if_diverged",
            "output_shapes", "predict_logits", "error_percent"]
@@ -103,10 +104,12 @@ class Module:
         if unknown:
             raise ValueError(f"trainable keys {sorted(unknown)} are not params of the module (have {list(net.params)})")
         self.trainable = keys
-        params = {k: net.params[k] for k in keys}
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-        self.optimizer = (Adam(params, lr=lr) if optimizer == "adam" else SGD(params, lr=lr)) if keys else None
+        self.optimizer = None
+        if keys:  # the trainable params in one flat buffer, updated by a fused step
+            flat = FlatParams({"": net}, keys=keys)
+            self.optimizer = FlatAdam(flat, lr=lr) if optimizer == "adam" else FlatSGD(flat, lr=lr)
 
     def forward(self, x, *, train: bool = True):
         """Return ``(h, cache)``."""

@@ -64,7 +64,8 @@ from minidni.backend import get_xp, to_device, to_numpy
 from minidni.functional.losses import softmax_cross_entropy
 from minidni.layers.linear import Linear
 from minidni.layers.lstm import LSTM
-from minidni.optim import SGD, Adam, clip_by_global_norm
+from minidni.flat import FlatParams
+from minidni.optim import FlatAdam, FlatSGD
 from minidni.tasks.copy import sequence_bits
 
 __all__ = ["MODES", "RESETS", "DIAG_FIELDS", "RecurrentTrainer", "copy_loss", "char_loss"]
@@ -161,12 +162,14 @@ class RecurrentTrainer:
         self.uses_sg = mode != "bptt"
         if mode == "dni-aux":
             self.layers["aux"] = self.aux = Linear(H, 2 * H, rng=rng, dtype=dtype, init="zeros")
-        self.core_params = {f"{name}.{k}": v for name, layer in self.layers.items() for k, v in layer.params.items()}
-        opt = Adam if optimizer == "adam" else SGD
-        self.opt = opt(self.core_params, lr=lr)
+        self.core = FlatParams(self.layers)  # one buffer for the core's params, one for their grads
+        self.core_params = self.core.params
+        opt = FlatAdam if optimizer == "adam" else FlatSGD
+        self.opt = opt(self.core, lr=lr)
         if self.uses_sg:
             self.sg = Linear(2 * H, 2 * H, rng=rng, dtype=dtype, init="zeros")  # zero W and zero b: first SG is 0
-            self.sg_opt = opt(self.sg.params, lr=lr / 10 if sg_lr is None else sg_lr)
+            self.sg_flat = FlatParams({"": self.sg})
+            self.sg_opt = opt(self.sg_flat, lr=lr / 10 if sg_lr is None else sg_lr)
         self.state = None      # (h, c) carried into the next window, or None (zeros)
         self.pending = None    # (s, p, keep) of the last window's SG input, awaiting its target
         self.step = 0          # windows trained
@@ -258,12 +261,9 @@ class RecurrentTrainer:
         grads.update({f"lstm.{k}": v for k, v in lstm_grads.items()})
         sg_diag = self._fit_sg(xp, dh0, dc0, B) if self.pending is not None else xp.zeros(4, x.dtype)
         self.pending = (s, p, keep_last) if self.uses_sg else None
-        grads = {k: grads[k] for k in self.core_params}
-        if self.clip:
-            grads, grad_norm = clip_by_global_norm(grads, self.clip)
-        else:
-            grad_norm = xp.sqrt(sum((g * g).sum() for g in grads.values()))
-        self.opt.step(grads)
+        self.core.gather(grads)
+        grad_norm = self.core.clip_grads(self.clip) if self.clip else self.core.grad_norm()
+        self.opt.step()
         h, c = hs[-1], cT
         if keep_last is not None:
             h, c = h * keep_last, c * keep_last

@@ -50,7 +50,8 @@ import numpy as np
 from minidni.backend import get_xp
 from minidni.functional.losses import mse, softmax_cross_entropy
 from minidni.layers import BatchNorm, Conv2d, Linear, ReLU, Sequential
-from minidni.optim import SGD, Adam
+from minidni.flat import FlatParams
+from minidni.optim import FlatAdam, FlatSGD
 
 __all__ = ["Regressor", "Synthesizer", "OracleSynthesizer", "mlp_synthesizer", "conv_synthesizer", "mlp_regressor",
            "param_grads", "SG_HIDDEN_CHOICES", "CONDITIONINGS"]
@@ -110,7 +111,8 @@ class Regressor:
         self.num_classes = int(num_classes)
         self.warmup = int(warmup)
         self.fits = 0
-        self.optimizer = Adam(net.params, lr=lr) if optimizer == "adam" else SGD(net.params, lr=lr)
+        flat = FlatParams({"": net})  # the params in one flat buffer, updated by a fused step
+        self.optimizer = FlatAdam(flat, lr=lr) if optimizer == "adam" else FlatSGD(flat, lr=lr)
 
     @property
     def ready(self) -> bool:

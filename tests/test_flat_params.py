@@ -1,0 +1,168 @@
+"""Flat parameter buffers: layers hold views; the fused optimisers equal the per-tensor reference bit for bit."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from minidni.backend import to_numpy
+from minidni.flat import ALIGN, FlatParams
+from minidni.layers import LSTM, BatchNorm, Linear, ReLU, Sequential
+from minidni.optim import SGD, Adam, FlatAdam, FlatSGD, clip_by_global_norm
+
+STEPS = 100
+
+
+def _layers(dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"lstm": LSTM(5, 7, rng=rng, dtype=dtype), "head": Linear(7, 3, rng=rng, dtype=dtype),
+            "net": Sequential([Linear(3, 4, rng=rng, dtype=dtype), BatchNorm(4, dtype=dtype), ReLU(),
+                               Linear(4, 2, rng=rng, dtype=dtype)])}
+
+
+def _params(layers):
+    """The per-tensor reference's params: {"name.key": array} with the same keys FlatParams makes."""
+    return {f"{n}.{k}": v for n, layer in layers.items() for k, v in layer.params.items()}
+
+
+def _grads(params, rng, scale=1.0):
+    return {k: (rng.standard_normal(p.shape) * scale).astype(p.dtype) for k, p in params.items()}
+
+
+def test_layers_hold_views_into_one_buffer_per_dtype(xp):
+    layers = _layers()
+    before = {k: to_numpy(v).copy() for k, v in _params(layers).items()}
+    flat = FlatParams(layers)
+    assert list(flat.params) == list(before) and len(flat.params.buffers) == 1
+    buffer = flat.params.buffers[0]
+    assert buffer.ndim == 1 and buffer.dtype == np.float32
+    for key, value in before.items():
+        name, _, k = key.partition(".")
+        view = layers[name].params[k]
+        assert view is flat.params[key] and view.base is buffer and view.flags.c_contiguous
+        np.testing.assert_array_equal(to_numpy(view), value)
+        _, offset, _ = flat.layout[key]
+        assert offset % ALIGN == 0
+    assert flat.num_params() == sum(v.size for v in before.values())
+    # padding between tensors is zero, so whole-buffer sums equal sums over the tensors
+    assert float(to_numpy(buffer).sum()) == pytest.approx(sum(float(v.sum()) for v in before.values()), rel=1e-5)
+    assert flat.grads.buffers[0].shape == buffer.shape and not to_numpy(flat.grads.buffers[0]).any()
+
+
+def test_one_buffer_per_dtype_and_a_key_subset():
+    rng = np.random.default_rng(0)
+    a, b = Linear(3, 2, rng=rng, dtype=np.float32), Linear(2, 2, rng=rng, dtype=np.float64)
+    flat = FlatParams({"a": a, "b": b})
+    assert [buf.dtype for buf in flat.params.buffers] == [np.float32, np.float64]
+    assert b.params["W"].base is flat.params.buffers[1]
+    head = Linear(2, 2, rng=rng)
+    W_before = head.params["W"]
+    part = FlatParams({"": head}, keys=["b"])
+    assert list(part.params) == ["b"] and head.params["W"] is W_before and head.params["b"] is part.params["b"]
+    with pytest.raises(ValueError, match=r"keys \['c'\] are not parameters"):
+        FlatParams({"": head}, keys=["c"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["adam", "sgd", "sgd-momentum"])
+def test_flat_optimisers_are_bit_identical_to_the_reference(dtype, kind):
+    ref_layers, flat_layers = _layers(dtype), _layers(dtype)
+    ref_params = _params(ref_layers)
+    flat = FlatParams(flat_layers)
+    if kind == "adam":
+        ref, fused = Adam(ref_params, lr=3e-3), FlatAdam(flat, lr=3e-3)
+    else:
+        mu = 0.9 if kind == "sgd-momentum" else 0.0
+        ref, fused = SGD(ref_params, lr=0.05, momentum=mu), FlatSGD(flat, lr=0.05, momentum=mu)
+    rng = np.random.default_rng(1)
+    for step in range(STEPS):
+        grads = _grads(ref_params, rng, scale=10.0 ** rng.uniform(-4, 1))
+        if step == STEPS // 2:
+            ref.lr = fused.lr = 1e-3  # a schedule changes lr between steps
+        ref.step(grads)
+        if step % 2:
+            fused.step(grads)  # copied into flat.grads
+        else:
+            flat.gather(grads)
+            fused.step()  # already in flat.grads
+    for k, p in ref_params.items():
+        np.testing.assert_array_equal(flat.params[k], p, err_msg=k)
+    slots = ("m", "v") if kind == "adam" else (("velocity",) if kind == "sgd-momentum" else ())
+    for slot in slots:
+        for k, v in getattr(ref, slot).items():
+            np.testing.assert_array_equal(getattr(fused, slot)[k], v, err_msg=f"{slot}.{k}")
+    if kind == "adam":
+        assert fused.t == ref.t == STEPS
+
+
+def test_flat_optimisers_are_the_reference_types_with_state_by_name():
+    """Checkpoint code (RecurrentTrainer.state_dict, minidni.distributed.state) reads opt.m/v/velocity by key."""
+    flat = FlatParams(_layers())
+    adam, sgd = FlatAdam(flat, lr=1e-3), FlatSGD(flat, lr=0.1, momentum=0.5)
+    assert isinstance(adam, Adam) and isinstance(sgd, SGD)
+    assert list(adam.m) == list(adam.v) == list(sgd.velocity) == list(flat.params)
+    assert adam.m["lstm.Wx"].base is adam.m.buffers[0]
+    with pytest.raises(ValueError, match=r"missing \['head.b'\]"):
+        adam.step({k: g for k, g in flat.grads.items() if k != "head.b"})
+    assert adam.t == 0
+
+
+def test_load_state_dict_writes_into_the_flat_buffer():
+    layers, other = _layers(seed=0), _layers(seed=1)
+    flat = FlatParams(layers)
+    layers["net"].load_state_dict(other["net"].state_dict())
+    layers["lstm"].load_state_dict(other["lstm"].state_dict())
+    assert layers["lstm"].params["Wx"] is flat.params["lstm.Wx"]
+    np.testing.assert_array_equal(flat.params["net.3.W"], other["net"].params["3.W"])
+    np.testing.assert_array_equal(flat.params["lstm.Wh"], other["lstm"].params["Wh"])
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-6), (np.float64, 1e-14)])
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])
+def test_clip_grads_equals_clip_by_global_norm_to_rounding(dtype, rtol, max_norm):
+    """The norm is summed over whole buffers, not tensor by tensor: equal to float rounding (stated tolerance)."""
+    flat = FlatParams(_layers(dtype))
+    grads = _grads(flat.params, np.random.default_rng(2))
+    ref, ref_norm = clip_by_global_norm(grads, max_norm)
+    flat.gather(grads)
+    norm = flat.clip_grads(max_norm)
+    assert norm.shape == () and norm.dtype == dtype
+    np.testing.assert_allclose(norm, ref_norm, rtol=rtol)
+    for k, g in ref.items():
+        np.testing.assert_allclose(flat.grads[k], g, rtol=rtol, atol=0, err_msg=k)
+        assert flat.grads[k].dtype == dtype
+    if max_norm > 1e3:  # nothing to clip: the gradients are untouched
+        for k, g in grads.items():
+            np.testing.assert_array_equal(flat.grads[k], g)
+    with pytest.raises(ValueError, match="max_norm must be a finite number > 0"):
+        flat.clip_grads(0.0)
+
+
+@pytest.mark.parametrize("make", [lambda f: FlatAdam(f, lr=1e-3), lambda f: FlatSGD(f, lr=0.1, momentum=0.9)])
+def test_a_step_and_a_clip_allocate_no_buffer_sized_temporaries(make):
+    """NumPy reports its array allocations to tracemalloc: a fused step makes none the size of the buffer."""
+    rng = np.random.default_rng(0)
+    flat = FlatParams({"a": Linear(256, 512, rng=rng), "b": Linear(512, 256, rng=rng)})
+    opt = make(flat)
+    flat.gather(_grads(flat.params, rng))
+    opt.step()
+    buffer_bytes = flat.params.buffers[0].nbytes
+    tracemalloc.start()
+    try:
+        flat.clip_grads(1.0)
+        opt.step()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < buffer_bytes / 100, f"peak {peak} bytes during a step over a {buffer_bytes}-byte buffer"
+    reference = Adam(_params({"a": Linear(256, 512, rng=rng)}), lr=1e-3)
+    grads = _grads(reference.params, rng)
+    tracemalloc.start()
+    try:
+        reference.step(grads)
+        _, ref_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ref_peak > reference.params["a.W"].nbytes / 2  # the check sees the reference's temporaries
