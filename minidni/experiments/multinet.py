@@ -25,8 +25,9 @@ Writes into ``--out`` (per run in ``--out/<mode>/seed<K>`` with several modes or
 seeds): ``summary.json`` (mode, T, steps, fast_updates, slow_updates,
 fast_accuracy, slow_accuracy, train_seconds, chance levels, options, logs),
 ``curves.png`` (A's and B's held-out accuracy against fast ticks and against
-training seconds) and ``checkpoint.npz`` every ``--checkpoint-every`` ticks, from
-which ``--resume`` continues exactly as an uninterrupted run would. With several
+training seconds) and ``checkpoint.npz`` every ``--checkpoint-every`` ticks and at
+the end, from which ``--resume`` (with the same options; ``--steps`` may grow)
+continues exactly as an uninterrupted run would. With several
 runs it also writes ``curves.png`` (all runs together), ``compare.json`` and
 ``table.md`` into ``--out``.
 """
@@ -251,6 +252,8 @@ class _Run:
                     self.save()
                 since = time.perf_counter()  # evaluation and checkpoints are not training time
         bar.close()
+        if self.ticks % args.checkpoint_every:  # the last ticks, so that --resume can go further
+            self.save()
         return self.summary(time.perf_counter() - wall0)
 
     def summary(self, wall: float) -> dict:
