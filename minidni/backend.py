@@ -17,6 +17,7 @@ one op raises :class:`BackendError`; nothing is ever copied silently.
 from __future__ import annotations
 
 import os
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -93,25 +94,28 @@ def _is_cupy_array(a: Any) -> bool:
 def get_xp(*arrays: Any) -> ModuleType:
     """The array module of ``arrays`` (``None`` and Python scalars are ignored).
 
-    NumPy arrays give ``numpy``, CuPy arrays give ``cupy``; a mix raises
-    :class:`BackendError`. With no arrays at all, the selected backend.
+    NumPy arrays give ``numpy``, CuPy arrays give ``cupy``; a NumPy array mixed with
+    CuPy arrays raises :class:`BackendError` (a NumPy scalar, e.g. ``numpy.float32(2)``,
+    is a scalar to CuPy too). With no arrays at all, the selected backend.
     """
-    has_cupy = has_numpy = False
+    has_cupy = has_numpy = has_numpy_scalar = False
     for a in arrays:
         if a is None or isinstance(a, (int, float, bool)):
             continue
         if _is_cupy_array(a):
             has_cupy = True
-        elif isinstance(a, (numpy.ndarray, numpy.generic)):
+        elif isinstance(a, numpy.ndarray):
             has_numpy = True
+        elif isinstance(a, numpy.generic):
+            has_numpy_scalar = True
     if has_cupy and has_numpy:
         raise BackendError(
             "arrays from NumPy and CuPy were mixed in one op; move them to one backend "
             "with minidni.backend.to_device or to_numpy first"
         )
     if has_cupy:
-        return _import_cupy()
-    if has_numpy:
+        return sys.modules["cupy"]  # imported (and its GPU checked) when the array was made
+    if has_numpy or has_numpy_scalar:
         return numpy
     return get_backend()
 
@@ -144,7 +148,8 @@ def to_numpy(a: Any) -> Any:
 
 
 def synchronize(xp: ModuleType | None = None) -> None:
-    """Wait for queued GPU work (a no-op on NumPy); use before reading a clock."""
+    """Wait for the GPU work queued on the current stream (a no-op on NumPy): a host sync,
+    so only where the host needs a result anyway (log, evaluation, checkpoint), never per step."""
     xp = xp or get_backend()
     if xp is not numpy:
-        xp.cuda.Stream.null.synchronize()
+        xp.cuda.get_current_stream().synchronize()

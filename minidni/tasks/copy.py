@@ -30,7 +30,8 @@ each row first idles for a random 0 .. num_steps-1 steps (zero input, nothing sc
 so the rows' episodes are out of phase and do not line up with the windows.
 
 Scoring: :func:`sequence_bits` gives each step's error in bits; :class:`EpisodeScorer`
-sums it per episode across windows and returns the completed episodes, which feed
+sums it per episode across windows on the device (``add``, every window) and hands the
+completed episodes to the host at log time (``collect``), which feed
 :meth:`minidni.tasks.curriculum.Curriculum.update`. Typical loop::
 
     cur = Curriculum("repeat_copy")
@@ -40,7 +41,9 @@ sums it per episode across windows and returns the completed episodes, which fee
         w = stream.next_window(T)                  # host arrays
         logits = model(to_device(w.x), state)      # (T, B, 9); reset rows where w.episode_end
         bits = sequence_bits(logits, to_device(w.target), to_device(w.mask))    # (T, B)
-        cur.update(scorer.update(bits, w.episode_end, w.level))
+        scorer.add(bits, w.episode_end, w.level)   # no host sync
+        if step % log_every == 0:
+            cur.update(scorer.collect())            # one host copy per log
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from minidni.backend import get_xp, to_numpy
+from minidni.backend import get_xp, to_device, to_numpy
 from minidni.tasks.curriculum import Curriculum
 
 NUM_BITS = 8
@@ -256,51 +259,86 @@ class CompletedEpisode(NamedTuple):
 
 
 class EpisodeScorer:
-    """Sums per-step bits into per-episode errors across windows.
+    """Sums per-step bits into per-episode errors across windows, on the bits' backend.
+
+    Every window: :meth:`add` (no host sync: the sums stay on the device). At log time:
+    :meth:`collect` copies the episodes completed since the last collect to the host in
+    one transfer. :meth:`update` is ``add`` then ``collect`` (a host sync per window).
 
     Args:
-        batch_size: B; ``update`` takes (T, B) arrays.
+        batch_size: B; ``add`` takes (T, B) arrays.
     """
 
     def __init__(self, batch_size: int) -> None:
         self.batch_size = batch_size
-        self._partial = np.zeros(batch_size, np.float64)
+        self._partial: Any = np.zeros(batch_size, np.float64)  # (B,) bits of the running episodes
+        self._totals: list = []     # per window with ends: (k,) float64 totals on the bits' backend
+        self._where: list = []      # per window with ends: host (level (k,), row (k,)) of those totals
+        self._loaded: list[CompletedEpisode] = []  # uncollected episodes restored from a checkpoint
 
-    def update(self, step_bits: Any, episode_end: Any, level: Any) -> list[CompletedEpisode]:
-        """Add one window; return the episodes that ended in it (by end step, then row).
+    def add(self, step_bits: Any, episode_end: Any, level: Any) -> None:
+        """Add one window, without a host sync.
 
-        step_bits: (T, B) bits per step, already masked (e.g. :func:`sequence_bits`),
-        NumPy or CuPy (copied to the host here). episode_end: (T, B) bool. level: (T, B) int.
+        step_bits: (T, B) bits per step, already masked (e.g. :func:`sequence_bits`), NumPy or
+        CuPy. episode_end: (T, B) bool and level: (T, B) int, host arrays (the stream's).
         Bits of an episode that is still running are kept for the next window.
         """
-        bits = np.asarray(to_numpy(step_bits), np.float64)
-        end = np.asarray(to_numpy(episode_end), bool)
-        level = np.asarray(to_numpy(level))
-        if bits.shape != end.shape or bits.shape != level.shape or bits.shape[1:] != (self.batch_size,):
-            raise ValueError(f"step_bits {bits.shape}, episode_end {end.shape} and level {level.shape} "
+        xp = get_xp(step_bits)
+        end, level = np.asarray(episode_end, bool), np.asarray(level)
+        if step_bits.shape != end.shape or end.shape != level.shape or end.shape[1:] != (self.batch_size,):
+            raise ValueError(f"step_bits {step_bits.shape}, episode_end {end.shape} and level {level.shape} "
                              f"must all be (T, {self.batch_size})")
-        cum = np.cumsum(bits, axis=0)                  # (T, B) running sums within the window
-        rows, steps = np.nonzero(end.T)                # ends ordered by row, then step
-        same_row = np.zeros(len(rows), bool)
-        same_row[1:] = rows[1:] == rows[:-1]
-        # an episode's total: running sum at its end minus the running sum at the previous end
-        # of the same row, or plus the bits carried from earlier windows for the row's first end
-        before = np.where(same_row, cum[np.roll(steps, 1), rows], -self._partial[rows])
-        totals = cum[steps, rows] - before
-        is_last = np.ones(len(rows), bool)
-        is_last[:-1] = ~same_row[1:]
-        last = np.flatnonzero(is_last)                 # each row's last end
-        carry = self._partial + cum[-1]
-        carry[rows[last]] = cum[-1, rows[last]] - cum[steps[last], rows[last]]
-        self._partial = carry
-        order = np.lexsort((rows, steps))              # report by end step, then row
-        return [CompletedEpisode(float(totals[i]), int(level[steps[i], rows[i]]), int(rows[i])) for i in order]
+        partial = self._partial if get_xp(self._partial) is xp else to_device(self._partial, xp)
+        cum = xp.cumsum(step_bits.astype(xp.float64), axis=0)  # (T, B) running sums within the window
+        rows, steps = np.nonzero(end.T)                # ends ordered by row, then step (host: the stream's)
+        if len(rows):
+            same_row = np.zeros(len(rows), bool)
+            same_row[1:] = rows[1:] == rows[:-1]
+            is_last = np.ones(len(rows), bool)
+            is_last[:-1] = ~same_row[1:]
+            last = rows[is_last]                       # each row with an end, once
+            order = np.lexsort((rows, steps))          # report by end step, then row
+            rows_d, steps_d, prev_d, same_d, last_d, last_steps_d, order_d = (
+                to_device(a, xp) for a in (rows, steps, np.roll(steps, 1), same_row, last, steps[is_last], order))
+            # an episode's total: running sum at its end minus the running sum at the previous end
+            # of the same row, or plus the bits carried from earlier windows for the row's first end
+            before = xp.where(same_d, cum[prev_d, rows_d], -partial[rows_d])
+            self._totals.append((cum[steps_d, rows_d] - before)[order_d])
+            self._where.append((level[steps, rows][order], rows[order]))
+            carry = partial + cum[-1]
+            carry[last_d] = cum[-1, last_d] - cum[last_steps_d, last_d]  # what follows each row's last end
+            self._partial = carry
+        else:
+            self._partial = partial + cum[-1]
+
+    def collect(self) -> list[CompletedEpisode]:
+        """The episodes completed since the last collect (by window, end step, then row): one host copy."""
+        done, self._loaded = self._loaded, []
+        if self._totals:
+            totals = to_numpy(get_xp(self._totals[0]).concatenate(self._totals))
+            levels = np.concatenate([lv for lv, _ in self._where])
+            rows = np.concatenate([r for _, r in self._where])
+            done += [CompletedEpisode(float(t), int(lv), int(r)) for t, lv, r in zip(totals, levels, rows)]
+            self._totals, self._where = [], []
+        return done
+
+    def update(self, step_bits: Any, episode_end: Any, level: Any) -> list[CompletedEpisode]:
+        """:meth:`add` one window, then :meth:`collect` (a host sync: on a GPU, collect at log time)."""
+        self.add(step_bits, episode_end, level)
+        return self.collect()
 
     def state_dict(self) -> dict[str, Any]:
-        """The bits of the episodes still running, as plain values."""
-        return {"partial": self._partial.tolist()}
+        """The bits of the episodes still running (and uncollected episodes, if any), as plain values."""
+        state: dict[str, Any] = {"partial": np.asarray(to_numpy(self._partial), np.float64).tolist()}
+        pending = self.collect()
+        if pending:
+            state["pending"] = [list(e) for e in pending]
+            self._loaded = pending  # still to be collected
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if len(state["partial"]) != self.batch_size:
             raise ValueError(f"scorer state has {len(state['partial'])} rows, expected {self.batch_size}")
         self._partial = np.asarray(state["partial"], np.float64)
+        self._totals, self._where = [], []
+        self._loaded = [CompletedEpisode(float(b), int(lv), int(r)) for b, lv, r in state.get("pending", [])]
