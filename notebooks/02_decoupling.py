@@ -23,37 +23,38 @@
 # 3. see why the synthesizer's last layer starts at zero (weights *and* bias),
 # 4. compare one DNI, every-layer DNI and cDNI (label-conditioned) with backprop on MNIST,
 #    watching how well the synthetic gradients point in the true gradient's direction, and
-# 5. update modules *asynchronously*, each with probability $p_\text{update}$ per step.
+# 5. update modules *asynchronously*, each with probability $p_\text{update}$ per step,
+# 6. write every-layer DNI **from scratch** in about thirty lines of NumPy and check that it moves
+#    every parameter exactly as the package's trainer does, and
+# 7. do two graded exercises (TODO stubs; the cell after each grades it against the package).
 #
-# `MINIDNI_FAST=1` shrinks sizes and steps (same code), as in the test suite.
+# `MINIDNI_FAST=1` shrinks sizes and steps (same code), as in the test suite;
+# `MINIDNI_FIGURE_DIR=folder` saves the figures; `MINIDNI_SOLUTIONS=1` grades the reference solution
+# where an exercise is still a TODO. The normal mode takes a few minutes on a laptop CPU.
+#
+# Arrays that live on the compute device (a GPU under `MINIDNI_BACKEND=cupy`) are the package's
+# parameters and what we hand them: host arrays go in through `to_device` and come back for
+# printing and comparisons through `to_numpy`.
 
 # %%
-import os
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
+import minidni.functional as F
 from minidni import models
+from minidni.backend import to_device, to_numpy
 from minidni.data import mnist_or_standin
 from minidni.dni import FeedForwardTrainer, Module, OracleSynthesizer, build_trainer, mlp_synthesizer
 from minidni.dni.feedforward import error_percent, raise_if_diverged
 from minidni.gradcheck import adjoint_check, elementwise_check
-from minidni.io import save_figure
-from minidni.layers import Sequential
+from minidni.layers import Linear, ReLU, Sequential
+from minidni.notebook import Notebook
 
-FAST = os.environ.get("MINIDNI_FAST") == "1"
-ROOT = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "minidni" / "__init__.py").exists())
-print(f"fast mode: {FAST}; repository: {ROOT}")
-
-
-def show(fig, name):
-    """Display a figure; in full mode also save it as figures/notebook_02_<name>.png."""
-    if not FAST:
-        save_figure(fig, ROOT / "figures" / f"notebook_02_{name}.png")
-    plt.show()
+nb = Notebook("02")  # reads MINIDNI_FAST, MINIDNI_FIGURE_DIR, MINIDNI_SOLUTIONS, MINIDNI_DATA
+FAST = nb.fast
 
 
 def plain_log_axis(axis):
@@ -75,6 +76,57 @@ def plain_log_axis(axis):
 # $\hat\delta_i = S_i(h_i, y)$ for cDNI, where it also sees the one-hot labels
 # $Y \in \{0,1\}^{N\times K}$. (The paper calls the model on $h_i$ $M_{i+1}$, after the module
 # whose gradient it replaces; the package numbers it after the module it sits on.)
+#
+# | paper | meaning | in the package | shape, units |
+# |---|---|---|---|
+# | $f_i$, $\theta_i$ | module $i$ and its parameters | `trainer.modules[i-1]`, `.net.params` | |
+# | $\delta_i = \partial L/\partial h_i$ | true gradient at $h_i$ | `trainer.true_gradients(x, y)` (diagnostics only) | $N\times H$, nats per unit of $h_i$, $O(1/N)$ per row |
+# | $M_{i+1}$ | SG model on $h_i$ | `trainer.synthesizers[i-1]` (`S_i`) | |
+# | $\hat\delta_i = M_{i+1}(h_i[, y])$ | synthetic gradient | `sg.predict(h, y)[0]` | like $\delta_i$ |
+# | $r = N\hat\delta_i$, $t = N\delta_i$ | SG output and target in per-example units | inside `Synthesizer` | $O(1)$ per row |
+# | $\lVert\hat\delta - \delta\rVert^2$ | SG regression loss | `sg.fit(cache, target)` returns $\frac{1}{2N}\lVert r - t\rVert^2$ | nats² per unit² |
+# | $p_\text{update}$ | probability that a module updates in a step | `p_update=` | |
+#
+# **The picture.** Every-layer DNI on three modules: each SG predicts the gradient at its
+# module's output (purple) and the module updates at once; the SG's regression target (grey) is
+# the module above's backward of *its* SG's prediction (bootstrapped), except for the top SG,
+# whose target is the true loss gradient pushed through the top module.
+
+# %%
+def draw_every_layer_dni(ax):
+    from matplotlib.patches import FancyBboxPatch
+
+    arrow = dict(arrowstyle="-|>", lw=1.6)
+    for k in range(3):
+        x0 = 2.4 * k
+        ax.add_patch(FancyBboxPatch((x0, 0.0), 1.6, 0.9, boxstyle="round,pad=0.05", fc="#dbe9f6", ec="tab:blue"))
+        ax.text(x0 + 0.8, 0.45, f"module {k + 1}\n$f_{k + 1}$", ha="center", va="center", fontsize=9)
+        ax.annotate("", (x0 - 0.05, 0.45), (x0 - 0.75, 0.45), arrowprops=dict(arrow, color="tab:blue"))
+        ax.text(x0 - 0.4, 0.6, f"$h_{k}$", ha="center", fontsize=9, color="tab:blue")
+        if k < 2:
+            ax.add_patch(FancyBboxPatch((x0 + 1.0, 1.7), 1.4, 0.6, boxstyle="round,pad=0.05", fc="#e8dcf2", ec="tab:purple"))
+            ax.text(x0 + 1.7, 2.0, f"$M_{k + 2}$ = SG {k + 1}", ha="center", va="center", fontsize=9)
+            ax.annotate("", (x0 + 1.6, 1.65), (x0 + 1.8, 0.95), arrowprops=dict(arrow, color="tab:blue"))
+            ax.annotate("", (x0 + 1.2, 0.95), (x0 + 1.3, 1.65), arrowprops=dict(arrow, color="tab:purple"))
+            ax.text(x0 + 0.2, 1.25, rf"$\hat\delta_{k + 1}$", color="tab:purple", fontsize=10)
+            src = "true $\\partial L/\\partial h_3$\nthrough module 3" if k == 1 else \
+                rf"$\hat\delta_{k + 2}$ through module {k + 2}"
+            ax.annotate("", (x0 + 2.2, 1.65), (x0 + 3.0, 0.95),
+                        arrowprops=dict(arrow, color="gray", ls="--", connectionstyle="arc3,rad=0.3"))
+            ax.text(x0 + 2.5, 2.55, f"target of SG {k + 1}:\n" + src, color="gray", fontsize=8, ha="center")
+    ax.add_patch(FancyBboxPatch((7.2, 0.1), 1.2, 0.7, boxstyle="round,pad=0.05", fc="#fde0c5", ec="tab:orange"))
+    ax.text(7.8, 0.45, "loss $L$", ha="center", va="center", fontsize=9)
+    ax.annotate("", (7.15, 0.45), (6.45, 0.45), arrowprops=dict(arrow, color="tab:blue"))
+    ax.annotate("", (5.6, -0.1), (7.4, -0.1), arrowprops=dict(arrow, color="tab:orange", connectionstyle="arc3,rad=-0.3"))
+    ax.text(6.6, -0.75, r"true $\partial L/\partial h_3$", color="tab:orange", fontsize=9, ha="center")
+    ax.set(xlim=(-0.9, 8.6), ylim=(-1.0, 3.3))
+    ax.axis("off")
+
+
+fig, ax = plt.subplots(figsize=(10, 3.6), constrained_layout=True)
+draw_every_layer_dni(ax)
+ax.set_title("Every-layer DNI: purple = synthetic gradients used at once, grey = where each SG's target comes from")
+nb.show(fig, "schematic")
 #
 # ## 2. The update from a synthetic gradient
 #
@@ -109,19 +161,19 @@ delta_hat = rng.standard_normal((N, H))
 
 
 def f(h_in, *values):
-    """The module's output with its parameters set to `values` (the originals are restored)."""
+    """The module's output (host array) with its parameters set to `values` (the originals are restored)."""
     saved = [net.params[k].copy() for k in keys]
     for k, v in zip(keys, values):
-        net.params[k][...] = v
-    out = net.forward(h_in)[0]
+        net.params[k][...] = to_device(v)  # device parameters are set through device arrays
+    out = net.forward(to_device(h_in))[0]
     for k, v in zip(keys, saved):
         net.params[k][...] = v
-    return out
+    return to_numpy(out)
 
 
-h_i, cache = net.forward(h_prev)
-d_input, grads = net.backward(delta_hat, cache)
-errors = adjoint_check(f, [h_prev] + [net.params[k] for k in keys], [d_input] + [grads[k] for k in keys],
+h_i, cache = net.forward(to_device(h_prev))
+d_input, grads = to_numpy(net.backward(to_device(delta_hat), cache))
+errors = adjoint_check(f, [h_prev] + [to_numpy(net.params[k]) for k in keys], [d_input] + [grads[k] for k in keys],
                        delta_hat, names=["h_{i-1}"] + keys)
 for name, err in errors.items():
     print(f"{name:>8}: relative error of the vector-Jacobian product vs finite differences = {err:.1e}")
@@ -148,13 +200,13 @@ def small_modules():
     return [Module(n, lr=0.1, optimizer="sgd") for n in nets]
 
 
-x_small, y_small = rng.standard_normal((N, D_IN)), rng.integers(0, 4, N)
+x_small, y_small = to_device((rng.standard_normal((N, D_IN)), rng.integers(0, 4, N)))
 reference = FeedForwardTrainer(small_modules(), method="bprop")
 mods = small_modules()
 oracle_dni = FeedForwardTrainer(mods, method="dni", synthesizers=[OracleSynthesizer(mods[i + 1:]) for i in range(2)])
 reference.step(x_small, y_small)
 oracle_dni.step(x_small, y_small)
-gap = max(np.abs(a.net.params[k] - b.net.params[k]).max()
+gap = max(float(np.abs(to_numpy(a.net.params[k] - b.net.params[k])).max())
           for a, b in zip(reference.modules, oracle_dni.modules) for k in a.net.params)
 print(f"largest difference between the parameters after one backprop step and one oracle-DNI step: {gap:.1e}")
 assert gap < 1e-12
@@ -195,14 +247,14 @@ delta = rng.standard_normal((N, H)) / N  # a batch-mean gradient: O(1/N) per row
 
 for conditioned in (False, True):
     sg = mlp_synthesizer(H, hidden=0, conditioned=conditioned, num_classes=K, rng=rng, dtype=np.float64)
-    A, c = sg.net.params["0.W"], sg.net.params["0.b"]
-    A[...], c[...] = rng.standard_normal(A.shape), rng.standard_normal(c.shape)  # away from the zero init
+    A_host, c_host = rng.standard_normal(sg.net.params["0.W"].shape), rng.standard_normal(H)  # away from zero
+    sg.net.params["0.W"][...], sg.net.params["0.b"][...] = to_device(A_host), to_device(c_host)
     u = np.concatenate([h, np.eye(K)[labels]], axis=1) if conditioned else h
-    r, t = u @ A + c, N * delta
+    r, t = u @ A_host + c_host, N * delta
 
-    prediction, cache = sg.predict(h, labels)
-    loss, grads = sg.regression_grads(cache, delta)
-    assert np.allclose(prediction, r / N, rtol=1e-12, atol=0)
+    prediction, cache = sg.predict(*to_device((h, labels)))
+    loss, grads = to_numpy(sg.regression_grads(cache, to_device(delta)))
+    assert np.allclose(to_numpy(prediction), r / N, rtol=1e-12, atol=0)
     assert np.allclose(loss, ((r - t) ** 2).sum() / (2 * N), rtol=1e-12, atol=0)
     E = r - t
     by_hand = {"0.W": u.T @ E / N, "0.b": E.sum(0) / N}
@@ -210,17 +262,40 @@ for conditioned in (False, True):
         assert np.allclose(grads[k], by_hand[k], rtol=1e-12, atol=1e-15), k
 
     def loss_at(A_, c_):
-        saved = A.copy(), c.copy()
-        A[...], c[...] = A_, c_
-        value = sg.regression_grads(sg.predict(h, labels)[1], delta)[0]
-        A[...], c[...] = saved
-        return value
+        sg.net.params["0.W"][...], sg.net.params["0.b"][...] = to_device(A_), to_device(c_)
+        value = sg.regression_grads(sg.predict(*to_device((h, labels)))[1], to_device(delta))[0]
+        sg.net.params["0.W"][...], sg.net.params["0.b"][...] = to_device(A_host), to_device(c_host)
+        return float(to_numpy(value))
 
-    errors = elementwise_check(loss_at, [A.copy(), c.copy()], [by_hand["0.W"], by_hand["0.b"]], None,
+    errors = elementwise_check(loss_at, [A_host.copy(), c_host.copy()], [by_hand["0.W"], by_hand["0.b"]], None,
                                names=["A", "c"])
-    print(f"{'cDNI' if conditioned else 'DNI '} linear SG: u is {u.shape}, A is {A.shape}; largest relative error "
+    print(f"{'cDNI' if conditioned else 'DNI '} linear SG: u is {u.shape}, A is {A_host.shape}; largest relative error "
           f"vs finite differences: A {errors['A']:.1e}, c {errors['c']:.1e}")
     assert max(errors.values()) < 1e-5
+
+# %% [markdown]
+# **Exercise 1 (the SG's regression gradient).** Write the gradient of
+# $\ell = \frac{1}{2N}\lVert uA + c - t\rVert^2$ with respect to $A$ and $c$ yourself (the derivation
+# above, in two lines of NumPy). The check runs the package's `regression_grads` on the same numbers.
+
+# %%
+def linear_sg_grads(u, A, c, target):
+    """(dl/dA, dl/dc) of l = |u A + c - target|^2 / (2N): u (N, I), A (I, H), c (H,), target (N, H) per example."""
+    # TODO (exercise 1)
+    raise NotImplementedError
+
+
+def package_linear_sg_grads(u, A, c, target):
+    """The package's gradients for the same numbers: a linear unconditioned Synthesizer on u."""
+    sg_ = mlp_synthesizer(u.shape[1], hidden=0, rng=np.random.default_rng(0), dtype=np.float64)
+    sg_.net.params["0.W"][...], sg_.net.params["0.b"][...] = to_device(A), to_device(c)
+    grads_ = sg_.regression_grads(sg_.predict(to_device(u))[1], to_device(target / u.shape[0]))[1]
+    return to_numpy(grads_["0.W"]), to_numpy(grads_["0.b"])
+
+
+cases = [(rng.standard_normal((6, 5)), rng.standard_normal((5, 5)), rng.standard_normal(5), rng.standard_normal((6, 5)))
+         for _ in range(3)]
+nb.grade("02.linear SG gradient", linear_sg_grads, against=package_linear_sg_grads, cases=cases)
 
 # %% [markdown]
 # With hidden layers (DNI's SG in the paper: two hidden layers with BatchNorm and ReLU), the
@@ -236,12 +311,13 @@ for conditioned in (False, True):
 
 # %%
 sg = mlp_synthesizer(H, hidden=2, width=16, rng=np.random.default_rng(5), dtype=np.float64)
-last = sg.net.layers[-1].params
+last = to_numpy(sg.net.layers[-1].params)
 print("last layer:", {k: (v.shape, float(np.abs(v).max())) for k, v in last.items()})
-first, cache = sg.predict(h)
+first, cache = sg.predict(to_device(h))
+first = to_numpy(first)
 assert np.all(first == 0.0)
-sg.fit(cache, delta)
-second, _ = sg.predict(h)
+sg.fit(cache, to_device(delta))
+second = to_numpy(sg.predict(to_device(h))[0])
 print(f"first prediction: max |delta_hat| = {np.abs(first).max()}; after one fit: {np.abs(second).max():.2e}")
 assert np.abs(second).max() > 0
 
@@ -259,10 +335,10 @@ def first_step_moves(bias_bug):
     if bias_bug:
         for s in trainer.synthesizers:
             b = s.net.layers[-1].params["b"]
-            b[...] = 0.1 * np.random.default_rng(8).standard_normal(b.shape)
-    before = [{k: v.copy() for k, v in m.net.params.items()} for m in trainer.modules]
-    trainer.step(rng.standard_normal((N, D_IN)), rng.integers(0, 10, N))
-    return [max(float(np.abs(m.net.params[k] - b[k]).max()) for k in b) for m, b in zip(trainer.modules, before)]
+            b[...] = to_device(0.1 * np.random.default_rng(8).standard_normal(b.shape))
+    before = [{k: np.array(to_numpy(v)) for k, v in m.net.params.items()} for m in trainer.modules]  # copies
+    trainer.step(*to_device((rng.standard_normal((N, D_IN)), rng.integers(0, 10, N))))
+    return [max(float(np.abs(to_numpy(m.net.params[k]) - b[k]).max()) for k in b) for m, b in zip(trainer.modules, before)]
 
 
 for bug in (False, True):
@@ -292,8 +368,11 @@ for bug in (False, True):
 # the label too.
 #
 # **Check:** we record a real every-layer DNI step and confirm that each SG's regression target is
-# exactly what the module above returned from its backward, and that the module above was fed that
-# SG's own prediction, except at the top, where the module is fed the loss gradient.
+# exactly what the module above returned from its backward, that the module above was fed that
+# SG's own prediction, and that the top module was fed the loss gradient. On a first step every
+# zero-initialised SG predicts 0 and every target below the top is 0, so a wiring mistake could
+# hide; we therefore give every SG random nonzero last-layer weights first, and compare *values*
+# recomputed independently, not only which object went where.
 
 # %%
 class Tap:
@@ -319,25 +398,122 @@ class Tap:
 nets = models.fcn(4, in_dim=D_IN, width=H, rng=np.random.default_rng(9), dtype=np.float64)
 trainer = build_trainer(nets, method="dni", in_shape=(D_IN,), lr=1e-3, sg_width=16,
                         rng=np.random.default_rng(10), dtype=np.float64)
+for k, sg_k in enumerate(trainer.synthesizers):  # nonzero SGs: every prediction and target is nonzero
+    for name, v in sg_k.net.layers[-1].params.items():
+        v[...] = to_device(0.5 * np.random.default_rng([11, k]).standard_normal(v.shape))
 tap = Tap()
 for i, m in enumerate(trainer.modules):
+    tap.wrap(m, "forward", i + 1)
     tap.wrap(m, "backward", i + 1)
 for i, s in enumerate(trainer.synthesizers):
     tap.wrap(s, "predict", i + 1)
     tap.wrap(s, "fit", i + 1)
-trainer.step(rng.standard_normal((N, D_IN)), rng.integers(0, 10, N))
+x_wire, y_wire = to_device((rng.standard_normal((N, D_IN)), rng.integers(0, 10, N)))
+trainer.step(x_wire, y_wire)
 
+logits = tap.get(4, "forward")[1][0]
+_, loss_grad = F.softmax_cross_entropy(logits, y_wire)  # recomputed here from the top module's output
+fed_top = tap.get(4, "backward")[0][0]
+assert np.allclose(to_numpy(fed_top), to_numpy(loss_grad), rtol=1e-12, atol=0) and np.abs(to_numpy(loss_grad)).max() > 0
+print(f"module 4 was fed the loss gradient (max |entry| {np.abs(to_numpy(loss_grad)).max():.3f})")
 for i in (1, 2, 3):  # S_i sits on module i's output; its target comes from module i + 1
-    (fed, _), (d_input, _) = tap.get(i + 1, "backward")
+    (fed, cache_up), (d_input, _) = tap.get(i + 1, "backward")
     (_, target), _ = tap.get(i, "fit")
-    assert target is d_input, i
-    if i + 1 < 4:
-        assert fed is tap.get(i + 1, "predict")[1][0]  # module i+1 ran backward on S_{i+1}'s prediction
-    print(f"S_{i}'s target = module {i + 1}'s input gradient, computed from "
-          f"{'the true loss gradient' if i + 1 == 4 else f'S_{i + 1}' + chr(39) + 's prediction'}")
+    # values, not identity; section 6 recomputes every one of them from scratch
+    assert np.allclose(to_numpy(target), to_numpy(d_input), rtol=1e-12, atol=0) and np.abs(to_numpy(target)).max() > 0
+    if i + 1 < 4:  # module i+1 ran backward on S_{i+1}'s own prediction, a nonzero array
+        prediction = tap.get(i + 1, "predict")[1][0]
+        assert np.allclose(to_numpy(fed), to_numpy(prediction), rtol=1e-12, atol=0), i
+    print(f"S_{i}'s target (max |entry| {np.abs(to_numpy(target)).max():.2e}) = module {i + 1}'s input gradient, "
+          f"computed from {'the true loss gradient' if i + 1 == 4 else f'S_{i + 1}' + chr(39) + 's prediction'}")
 
 # %% [markdown]
-# ## 6. Training on MNIST
+# ## 6. Every-layer DNI from scratch
+#
+# Here is the whole algorithm in plain NumPy, for a 3-module MLP
+# ($h_1 = \mathrm{relu}(xW_1 + b_1)$, $h_2 = \mathrm{relu}(h_1W_2 + b_2)$, logits $h_2W_3 + b_3$),
+# linear SGs in per-example units ($\hat\delta_i = (h_iA_i + c_i)/N$) and plain SGD. Read it next
+# to the schematic: **forward, predict, update now; fit the SG below** when the module above
+# has produced its target.
+
+# %%
+def dni_step(P, S, x, y, lr, sg_lr):
+    """One every-layer DNI step, in place. P: W1, b1, W2, b2, W3, b3; S: A1, c1, A2, c2 (linear SGs)."""
+    n_rows = x.shape[0]
+    h, below = x, None                                   # below: (i, h_i, r_i) of the SG waiting for its target
+    for i in (1, 2, 3):
+        z = h @ P[f"W{i}"] + P[f"b{i}"]
+        if i < 3:                                        # hidden module: forward, then its SG predicts
+            out = np.maximum(z, 0)
+            r = out @ S[f"A{i}"] + S[f"c{i}"]            # per-example prediction, (N, H)
+            dz = (r / n_rows) * (z > 0)                  # backward of delta_hat_i = r / N through the ReLU
+        else:                                            # top module: the true loss gradient
+            p = np.exp(z - z.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            dz = (p - np.eye(z.shape[1])[y]) / n_rows
+        d_in = dz @ P[f"W{i}"].T                         # the module's input gradient: the target below
+        P[f"W{i}"] -= lr * h.T @ dz                      # UPDATE NOW, before module i+1 runs forward
+        P[f"b{i}"] -= lr * dz.sum(0)
+        if below is not None:                            # the SG below regresses onto N * d_in
+            j, h_j, r_j = below
+            E = r_j - n_rows * d_in
+            S[f"A{j}"] -= sg_lr * h_j.T @ E / n_rows
+            S[f"c{j}"] -= sg_lr * E.sum(0) / n_rows
+        below = (i, out, r) if i < 3 else None
+        h = out if i < 3 else None
+
+
+# %% [markdown]
+# **Check:** the same network, the same nonzero SG weights and the same minibatches in the package's
+# `FeedForwardTrainer` (modules and SGs built from `minidni.layers`, SGD for both), five steps;
+# every parameter, of every module and every SG, must agree after each step (float64).
+
+# %%
+D_S, H_S, K_S, N_S, LR_S, SG_LR_S = 6, 5, 4, 8, 0.1, 0.05
+init = np.random.default_rng(12)
+P = {"W1": 0.5 * init.standard_normal((D_S, H_S)), "b1": 0.1 * init.standard_normal(H_S),
+     "W2": 0.5 * init.standard_normal((H_S, H_S)), "b2": 0.1 * init.standard_normal(H_S),
+     "W3": 0.5 * init.standard_normal((H_S, K_S)), "b3": 0.1 * init.standard_normal(K_S)}
+S = {"A1": 0.3 * init.standard_normal((H_S, H_S)), "c1": 0.1 * init.standard_normal(H_S),
+     "A2": 0.3 * init.standard_normal((H_S, H_S)), "c2": 0.1 * init.standard_normal(H_S)}
+
+
+def package_copy(P, S):
+    """The package's trainer holding copies of P and S (moved to the device)."""
+    def linear(W, b):
+        layer = Linear(*W.shape, rng=np.random.default_rng(0), dtype=np.float64)
+        layer.params["W"][...], layer.params["b"][...] = to_device(W), to_device(b)
+        return layer
+
+    nets = [Sequential([linear(P["W1"], P["b1"]), ReLU()]), Sequential([linear(P["W2"], P["b2"]), ReLU()]),
+            Sequential([linear(P["W3"], P["b3"])])]
+    sgs = []
+    for j in (1, 2):
+        sg_j = mlp_synthesizer(H_S, hidden=0, lr=SG_LR_S, optimizer="sgd", rng=np.random.default_rng(0), dtype=np.float64)
+        sg_j.net.params["0.W"][...], sg_j.net.params["0.b"][...] = to_device(S[f"A{j}"]), to_device(S[f"c{j}"])
+        sgs.append(sg_j)
+    return FeedForwardTrainer([Module(net, lr=LR_S, optimizer="sgd") for net in nets], method="dni", synthesizers=sgs)
+
+
+package = package_copy(P, S)
+start_values = {k: v.copy() for k, v in {**P, **S}.items()}
+batches = np.random.default_rng(13)
+for step in range(1, 6):
+    xs_, ys_ = batches.standard_normal((N_S, D_S)), batches.integers(0, K_S, N_S)
+    dni_step(P, S, xs_, ys_, LR_S, SG_LR_S)
+    package.step(*to_device((xs_, ys_)))
+    theirs = {**{f"{w}{i + 1}": to_numpy(m.net.params[f"0.{w}"]) for i, m in enumerate(package.modules) for w in "Wb"},
+              **{f"{a}{j + 1}": to_numpy(sg_.net.params[f"0.{k}"]) for j, sg_ in enumerate(package.synthesizers)
+                 for a, k in (("A", "W"), ("c", "b"))}}
+    gap = max(float(np.abs(theirs[k] - v).max()) for k, v in {**P, **S}.items())
+    print(f"step {step}: largest difference over all {len(theirs)} parameter arrays, from scratch vs the package: {gap:.1e}")
+    assert gap < 1e-12, gap
+changed = min(float(np.abs(v - start_values[k]).max()) for k, v in {**P, **S}.items())
+print(f"every parameter array moved during the five steps (smallest largest change: {changed:.1e})")
+assert changed > 1e-6
+
+# %% [markdown]
+# ## 7. Training on MNIST
 #
 # Four ways to train the same 4-layer fully connected net (Linear → BN → ReLU per layer, then the
 # output layer), all with Adam at lr $10^{-3}$ and the same data order:
@@ -355,13 +531,13 @@ for i in (1, 2, 3):  # S_i sits on module i's output; its target comes from modu
 # measure* the cosine similarity $\cos(\hat\delta_i, \delta_i)$ and the norm ratio
 # $\lVert\hat\delta_i\rVert / \lVert\delta_i\rVert$; they are never used to train.
 #
-# Data: MNIST when it is found (`$MINIDNI_DATA`, else `../shared/data` next to the repository),
-# otherwise a synthetic stand-in of the same shape.
+# Data: MNIST when the data folder has it (`$MINIDNI_DATA`, else the user cache folder: the
+# package's own resolution), otherwise a synthetic stand-in of the same shape; moved to the
+# device once, here.
 
 # %%
-DATA_FOLDERS = (os.environ.get("MINIDNI_DATA"), ROOT.parent / "shared" / "data")
-x_train, y_train, x_test, y_test = mnist_or_standin(10000 if FAST else 60000, 2000 if FAST else 10000,
-                                                    folders=DATA_FOLDERS)
+x_train, y_train, x_test, y_test = to_device(mnist_or_standin(10000 if FAST else 60000, 2000 if FAST else 10000,
+                                                              folders=nb.data_folders))
 
 WIDTH, BATCH, LR = (64, 64, 1e-3) if FAST else (256, 256, 1e-3)
 STEPS, EVAL_EVERY, LOG_EVERY = (200, 50, 10) if FAST else (1500, 150, 25)
@@ -392,7 +568,7 @@ def train(method, split, p_update=1.0, diagnose=True):
     run = {"eval": [], "diag_steps": [], "cosine": {}, "ratio": {}, "updates": np.zeros(len(split))}
     start = time.perf_counter()
     for step in range(1, STEPS + 1):
-        idx = order.integers(0, len(x_train), BATCH)
+        idx = to_device(order.integers(0, len(x_train), BATCH))
         logged = diagnose and step % LOG_EVERY == 0
         result = trainer.step(x_train[idx], y_train[idx], diagnose=logged).to_host()
         raise_if_diverged(result, step)
@@ -423,15 +599,20 @@ ax.set(xlabel="training step", ylabel="test error (%)", yscale="log",
 plain_log_axis(ax.yaxis)
 ax.legend()
 ax.grid(alpha=0.3, which="both")
-show(fig, "methods")
+nb.show(fig, "methods")
 
 # %% [markdown]
-# What to look for. In our full run (1500 steps on MNIST) backprop and cDNI end close together,
-# one DNI somewhat behind and every-layer DNI clearly behind; at the fast setting the runs are too
-# short to rank. Every-layer DNI stacks three approximations (each SG learns from the one above);
-# cDNI's SGs are only linear but see the label. The next figure shows why the label matters so much.
-# (The paper trains 500k steps at a much smaller learning rate, so only the start of the race is
-# visible here.)
+# %%
+ranking = sorted(runs, key=lambda label: runs[label]["eval"][-1][1])
+print(f"after {STEPS} steps, best to worst test error: " +
+      ", ".join(f"{label} {runs[label]['eval'][-1][1]:.2f} %" for label in ranking))
+
+# %% [markdown]
+# What to look for (the ranking printed above is this run's; at the fast setting the runs are too
+# short to rank). Every-layer DNI stacks three approximations (each SG learns from the one above);
+# cDNI's SGs are only linear but see the label. The next figure shows why the label matters so
+# much. (The paper trains 500k steps at a much smaller learning rate, so only the start of the race
+# is visible here.)
 #
 # ### How good are the synthetic gradients?
 
@@ -456,7 +637,7 @@ axes[1, 0].set_yscale("log")
 for ax in axes.flat:
     ax.grid(alpha=0.3)
 fig.suptitle("Synthetic vs true gradient, measured by the trainer's diagnostic pass (never used for training)")
-show(fig, "sg_quality")
+nb.show(fig, "sg_quality")
 
 tail = max(1, len(runs[sg_runs[0]]["diag_steps"]) // 5)  # the last fifth of the diagnostic points
 late_cos = {label: float(np.mean([v[-tail:] for v in runs[label]["cosine"].values()])) for label in sg_runs}
@@ -473,24 +654,44 @@ if not FAST:  # with a real budget the label makes the difference
 #   SG regresses onto the true gradient; the bootstrapped ones below inherit the errors above.
 # - **DNI**'s SGs (no label) fall towards cosine 0, and their predictions *shrink* (the norm ratio
 #   falls). This is what L2 regression should do. Without the label, the best an SG can predict is
-#   the *expected* gradient given $h$. At the logits the gradient of one example is $(p - e_y)/N$;
-#   if the network's own probabilities $p$ are about right, averaging over the label gives
-#   $\sum_y p_y (p - e_y)/N = (p - p)/N = 0$. Once the network fits the training data, most of the
-#   true gradient is *which* label came, which $h$ alone cannot tell. So the lower modules of a DNI
-#   net get ever smaller pushes, and the layers above do most of the learning.
+#   the *expected* gradient given $h_i$, $\mathbb E[\delta_i \mid h_i]$. At the logits the gradient
+#   of one example is $(p - e_y)/N$, where $p$ is the network's output, a function of $h_i$ alone
+#   (the modules above are deterministic). Averaging over the label given $h_i$,
+#   $\mathbb E[(p - e_y)/N \mid h_i] = (p - P(y \mid h_i))/N$, which is **zero exactly when the
+#   network's output equals the posterior of the label given $h_i$**, $p = P(\,\cdot \mid h_i)$;
+#   the Jacobian of the modules above depends on $h_i$ only, so then $\mathbb E[\delta_i \mid h_i] = 0$
+#   too. A network that fits its training data approaches that condition on the data it sees, and
+#   most of the true gradient becomes *which* label came, which $h_i$ alone cannot tell. So the
+#   lower modules of a DNI net get ever smaller pushes, and the layers above do most of the
+#   learning.
 #
 # That is also why conditioning on the label (cDNI) is the variant that scales to deep nets in the
 # paper's Table 1. (Exercise 2 asks how much of one DNI's result comes from its lower half at all.)
 #
-# ## 7. Asynchronous updates: $p_\text{update}$
+# ## 8. Asynchronous updates: $p_\text{update}$
 #
 # Now each module draws a coin every step and runs its backward and update only with probability
 # $p_\text{update}$. Under backprop a module can only update if *every* module above it also ran
-# its backward, so in an $n$-module net module $i$ updates with probability
-# $p^{\,n-i+1}$ (here every module, the top one included, draws its own coin, so module 1 of a
-# 4-module net updates with $p^4$). With DNI each module needs only its own coin (and a synthetic
-# gradient, which is always there): it updates with probability $p$. We train each method at a few
-# values of $p_\text{update}$ (the $p = 1$ runs are the ones above) and count the updates.
+# its backward. With DNI each module needs only its own coin (and a synthetic gradient, which is
+# always there). We train each method at a few values of $p_\text{update}$ (the $p = 1$ runs are
+# the ones above) and count the updates.
+#
+# **$p^4$ here, $p^3$ in the paper.** The package draws a coin for *every* module, the top one and
+# module 1 itself included: module 1 of a 4-module net updates under backprop only if all four coins
+# come up, $p^4$. The paper's "$p^3$" counts the coins of the three layers *above* the first one:
+# the probability that a gradient reaches it at all; multiply by its own coin and it is our $p^4$.
+#
+# **Exercise 2 (update probabilities).** Write the probability that module $i$ ($1$ = bottom) of an
+# $n$-module net updates in a step, under `"bprop"` and under `"dni"`. The check compares it with
+# the update counts the trainer actually recorded in the runs below (within four binomial standard
+# deviations).
+
+# %%
+def update_probability(i, n, p, method):
+    """Probability that module i (1 = bottom) of n updates in a step, method "bprop" or "dni", p = p_update."""
+    # TODO (exercise 2)
+    raise NotImplementedError
+
 
 # %%
 P_VALUES = [1.0, 0.5, 0.2]
@@ -501,6 +702,12 @@ for label, (method, split) in SWEEP.items():
         sweep[label, p] = train(method, split, p_update=p, diagnose=False)
         print(f"{label:>17}, p_update={p}: test error {sweep[label, p]['eval'][-1][1]:5.2f} % "
               f"({sweep[label, p]['seconds']:.0f} s)")
+
+# %%
+LABEL_OF = {"bprop": "backprop", "dni": "every-layer DNI"}
+nb.grade("02.update probability", update_probability, tol=4 * np.sqrt(0.25 / STEPS),  # four binomial std's at most
+         against=lambda i, n_, q, method: sweep[LABEL_OF[method], q]["updates"][i - 1] / STEPS,
+         cases=[(i, LAYERS, q, method) for q in P_VALUES[1:] for method in LABEL_OF for i in range(1, LAYERS + 1)])
 
 # %%
 p = P_VALUES[-1]
@@ -534,15 +741,21 @@ plain_log_axis(ax2.yaxis)
 ax2.legend()
 for ax in (ax1, ax2):
     ax.grid(alpha=0.3, which="both")
-show(fig, "p_update")
+nb.show(fig, "p_update")
+
+# %%
+for label in SWEEP:
+    errs = [sweep[label, q]["eval"][-1][1] for q in P_VALUES]
+    print(f"{label:>17}: test error at p_update " + ", ".join(f"{q}: {e:.2f} %" for q, e in zip(P_VALUES, errs))
+          + f"  (grows by {errs[-1] - errs[0]:+.2f} points from p = {P_VALUES[0]} to {P_VALUES[-1]})")
 
 # %% [markdown]
 # The measured update frequencies match the arithmetic (the assertion allows four binomial
 # standard deviations): at $p_\text{update} = 0.2$ backprop's bottom module updates in
 # $0.2^4 \approx 0.2\,\%$ of the steps, so it stays almost at its random initialisation, while every
-# DNI module still updates in 20 % of them. In our full run (1500 steps on MNIST) backprop's test
-# error grew fastest as $p_\text{update}$ fell and cDNI's least, so cDNI was ahead at 0.5 and 0.2;
-# every-layer DNI was behind at every $p_\text{update}$, for the reason seen in the cosine plot.
+# DNI module still updates in 20 % of them. The printed errors say how each method's test error
+# grows as $p_\text{update}$ falls in this run (in our normal-mode runs backprop's grew fastest and
+# cDNI's least; every-layer DNI was behind throughout, for the reason seen in the cosine plot).
 # Note that random lower layers are not useless: the layers above can still learn a decent
 # classifier on their features, which is why backprop at 0.2 is not at chance. The paper reports
 # that DNI on a 4-layer MNIST FCN still reaches 2 % error at $p_\text{update} = 0.2$ and that cDNI
@@ -553,6 +766,9 @@ show(fig, "p_update")
 # - A module updates from a synthetic gradient with the same vector-Jacobian product as backprop:
 #   $\theta_i \leftarrow \theta_i - \alpha\,(\partial h_i/\partial\theta_i)^\top\hat\delta_i$; with
 #   a perfect SG one DNI step *is* one backprop step (checked to $10^{-12}$).
+# - The whole every-layer DNI algorithm is about thirty lines of NumPy (`dni_step`): forward,
+#   predict, update now, fit the SG below; it moves every parameter exactly as the package's
+#   `FeedForwardTrainer` does, over several steps with nonzero SGs.
 # - The SG learns by L2 regression; in per-example units $\partial\ell/\partial A = u^\top(r - t)/N$,
 #   $\partial\ell/\partial c = \sum_n (r - t)_n/N$ (checked against finite differences and the package).
 # - Zero-initialising the SG's last layer (weights and bias) makes the first synthetic gradient exactly 0.
@@ -563,8 +779,13 @@ show(fig, "p_update")
 #   which tends to 0 as the network fits the data, and its cosine and norm fall towards 0.
 # - With $p_\text{update} < 1$, backprop's lower modules starve ($p^{n-i+1}$), DNI's do not ($p$).
 #
-# ## Exercises
+# ## More exercises (no grader)
 #
+# Exercises 1 and 2 above are graded by their check cells. Further questions:
+#
+# 0. Change `dni_step` (section 6) into cDNI: the SG also sees the one-hot label,
+#    $r = hA + YB + c$. Build the package's twin with `mlp_synthesizer(..., conditioned=True,
+#    num_classes=K_S)` and check your version against it step by step.
 # 1. Suppose the SG's network output $\hat\delta$ directly (no per-example units) and learned from
 #    $\ell' = \tfrac12\lVert\hat\delta - \delta\rVert^2$. Derive $\partial\ell'/\partial A$ for the linear SG.
 #    The target's entries are $O(1/N)$, but Adam moves every weight by about its learning rate per step,
