@@ -31,26 +31,29 @@ MAX_COUNT = 10**9          # the largest count any option accepts (steps, sizes,
 MAX_SEED = 2**32 - 1       # seeds are unsigned 32-bit, so every library that takes one accepts them
 
 
-def _type(name: str, accepted: str, convert: Callable[[str], object], ok: Callable[[object], bool]):
-    """An argparse ``type`` that converts ``text`` and checks it; every error names the value and ``accepted``."""
+def _type(name: str, accepted: str, convert: Callable[[str], object], ok: Callable[[object], bool], lo, hi):
+    """An argparse ``type`` that converts ``text`` and checks it; every error names the value and ``accepted``.
+
+    The type carries ``accepted``, ``lo`` and ``hi``, so the bad-input tests can derive values to try.
+    """
 
     def parse(text: str):
         try:
             value = convert(text)
         except (ValueError, OverflowError):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {accepted}") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number (accepted: {accepted})") from None
         if not ok(value):
             raise argparse.ArgumentTypeError(f"{text} is out of range (accepted: {accepted})")
         return value
 
     parse.__name__ = name
-    parse.accepted = accepted  # type: ignore[attr-defined]  (read by the bad-input tests)
+    parse.accepted, parse.lo, parse.hi = accepted, lo, hi  # type: ignore[attr-defined]
     return parse
 
 
 def int_range(lo: int, hi: int = MAX_COUNT) -> Callable[[str], int]:
     """Integers ``lo <= n <= hi``."""
-    return _type(f"int_{lo}_{hi}", f"an integer from {lo} to {hi}", int, lambda v: lo <= v <= hi)
+    return _type("int", f"an integer from {lo} to {hi}", int, lambda v: lo <= v <= hi, lo, hi)
 
 
 def float_range(lo: float, hi: float = math.inf, *, lo_open: bool = False) -> Callable[[str], float]:
@@ -58,7 +61,7 @@ def float_range(lo: float, hi: float = math.inf, *, lo_open: bool = False) -> Ca
     low = f"> {lo:g}" if lo_open else f">= {lo:g}"
     accepted = f"a finite number {low}" + (f" and <= {hi:g}" if math.isfinite(hi) else "")
     return _type("float", accepted, float,
-                 lambda v: math.isfinite(v) and (v > lo if lo_open else v >= lo) and v <= hi)
+                 lambda v: math.isfinite(v) and (v > lo if lo_open else v >= lo) and v <= hi, lo, hi)
 
 
 positive_int = int_range(1)
@@ -85,9 +88,10 @@ def prepare_out_dir(path: Path, option: str = "--out") -> Path:
     expected, a folder that cannot be created (read-only, under a file, a name too
     long), or one that cannot be written.
     """
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{option} {path}: is a file, not a folder (accepted: a folder that exists or can be created)")
     try:
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"{option} {path}: is a file, not a folder "
+                             "(accepted: a folder that exists or can be created)")
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass

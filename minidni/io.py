@@ -101,7 +101,7 @@ def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read an ``.npz`` written by :func:`save_arrays` into a dict of host arrays."""
-    with np.load(path, allow_pickle=False) as z:
+    with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:  # our handle: closed even if np.load fails
         return {k: z[k] for k in z.files}
 
 

@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     p.add_argument("--layers", type=positive_int, default=3, help="hidden layers of the FCN")
     p.add_argument("--batch", type=positive_int, default=256, help="minibatch size")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=["bprop", "cdni"], help="methods to compare")
-    p.add_argument("--sg-hidden", type=int, choices=(0, 1, 2), default=None,
+    p.add_argument("--sg-hidden", type=int_range(0, 2), default=None,
                    help="synthesizer hidden layers (default: 2 for dni, 0 for cdni, as in the paper)")
     p.add_argument("--sg-width", type=positive_int, default=1024, help="synthesizer hidden units (paper: 1024)")
     p.add_argument("--rounds", type=int_range(2), default=6,

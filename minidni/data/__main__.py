@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from minidni.cli import make_parser, run_command
+from minidni.cli import float_range, make_parser, run_command
 from minidni.data.download import DATASETS, DEFAULT_TIMEOUT, dataset_files, ensure_files
 from minidni.data.paths import resolve_data_dir
 
@@ -39,9 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"any of {', '.join(DATASETS)} (default: mnist ptb)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="data folder (default: $MINIDNI_DATA, then the user cache folder)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                        help="seconds per network operation")
-    args = parser.parse_args(argv)
+    parser.add_argument("--timeout", type=float_range(0.0, 3600.0, lo_open=True), default=DEFAULT_TIMEOUT,
+                        help="seconds per network operation, > 0 and at most 3600")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad option (2), message already printed
+        return int(exc.code or 0)
     unknown = [d for d in args.datasets if d not in DATASETS]
     if unknown:
         parser.error(f"unknown dataset {unknown[0]!r}; choose from {', '.join(DATASETS)}")

@@ -63,6 +63,14 @@ def char_symbols(path: str | os.PathLike) -> np.ndarray:
     return a[symbol]
 
 
+def _not_empty(symbols, path: Path, what: str):
+    """A split needs at least two symbols (one input, one target); fewer means an empty or truncated file."""
+    if len(symbols) < 2:
+        raise DataError(f"{path} holds {len(symbols)} {what}: it is empty or truncated (accepted: a PTB file; "
+                        "check it with `python -m minidni.data verify ptb`)")
+    return symbols
+
+
 def _encode(codes: np.ndarray, table: np.ndarray, path: Path) -> np.ndarray:
     ids = table[codes]
     if ids.size and ids.min() < 0:
@@ -96,7 +104,7 @@ def load_ptb_chars(data_dir: str | os.PathLike | None = None, *, download: bool 
         test (5017482 / 393042 / 442423 ids for the real files).
     """
     paths = _files(data_dir, PTB_CHAR_FILES, download, verify)
-    codes = [char_symbols(p) for p in paths]
+    codes = [_not_empty(char_symbols(p), p, "characters") for p in paths]
     present = np.unique(codes[0])
     table = np.full(128, -1, np.int64)
     table[present] = np.arange(len(present))
@@ -115,7 +123,7 @@ def load_ptb_words(data_dir: str | os.PathLike | None = None, *, download: bool 
     """Word-level PTB (10000 words including ``<eos>``), ids int64; arguments as :func:`load_ptb_chars`."""
     paths = _files(data_dir, PTB_WORD_FILES, download, verify)
     try:
-        tokens = [word_tokens(p) for p in paths]
+        tokens = [_not_empty(word_tokens(p), p, "words") for p in paths]
     except UnicodeDecodeError as exc:
         raise DataError(f"a PTB word file is not UTF-8 text ({exc})") from None
     vocab = tuple(sorted(set(tokens[0])))

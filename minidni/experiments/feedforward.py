@@ -14,12 +14,16 @@ error vs steps) and, for dni/cdni with ``--log-sg``, ``sg_diagnostics.png``
 (cosine between each synthetic gradient and the true gradient, and each
 synthesizer's regression loss, vs steps). The true gradient is computed by a
 separate diagnostic pass every ``--log-every`` steps and never used to train.
+Every ``--checkpoint-every`` steps ``checkpoint.npz`` (one atomically replaced
+file: every module's, synthesizer's and optimiser's arrays, the shuffling and
+coin generators, the curves) is written; ``--resume`` continues from it exactly
+as an uninterrupted run would.
 
 Code layout, for reuse (``table1`` calls these directly): :func:`make_parser`
 builds the options, :func:`load_dataset` reads the data, :func:`run` trains and
 writes the outputs from parsed options and a :class:`Dataset`. Running on
 several workers (``--workers``/``--ray-address``, Ray) is a separate
-executor for :func:`run`'s training loop: :mod:`minidni.distributed.cli` adds
+executor for :func:`run`'s training loop: :mod:`minidni.experiments.pipeline` adds
 its options to the command line and :func:`_main` hands the run to it.
 """
 
@@ -35,16 +39,23 @@ from typing import NamedTuple
 import numpy as np
 
 from minidni import backend, models
-from minidni.cli import UsageError, add_common_args, make_parser as _make_parser
-from minidni.cli import positive_float, positive_int, probability, run_command
+from minidni.cli import UsageError, add_common_args, check_memory, make_parser as _make_parser
+from minidni.cli import int_range, nonnegative_int, positive_float, positive_int, prepare_out_dir, probability
+from minidni.cli import run_command
+from minidni.distributed.state import load_module_state, load_regressor_state, trainer_state
 from minidni.dni.feedforward import METHODS, build_trainer, error_percent, raise_if_diverged
-from minidni.io import save_figure, write_json
+from minidni.io import CheckpointError, load_checkpoint, save_checkpoint, save_figure, write_json
 from minidni.optim import StepDecay
 
 __all__ = ["Dataset", "main_mnist", "main_cifar10", "make_parser", "load_dataset", "run"]
 
 DATASETS = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 DRIFT_RATIO = 10.0  # warn when a synthetic gradient is this many times larger than the true one
+MAX_LAYERS = 1000   # --layers accepts 1 to this (the paper uses 3-6)
+CHECKPOINT = "checkpoint.npz"
+# options that do not change what a run computes: a resumed run may differ in these
+_RUN_ONLY = ("resume", "progress", "out", "steps", "checkpoint_every", "data_dir", "workers", "ray_address",
+             "window", "lockstep", "inject_failure")
 
 
 class Dataset(NamedTuple):
@@ -56,23 +67,16 @@ class Dataset(NamedTuple):
     y_test: np.ndarray
 
 
-def _nonnegative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is not a non-negative integer (accepted: 0 or more)")
-    return value
-
-
 def make_parser(dataset: str) -> argparse.ArgumentParser:
     """The options of ``python -m minidni.run <dataset>``."""
     p = _make_parser(f"python -m minidni.run {dataset}",
                      f"Train a feed-forward net on {dataset} with backprop, without it, or with (c)DNI.")
     p.add_argument("--model", choices=models.MODELS, default="fcn", help="network (paper's FCN or CNN)")
-    p.add_argument("--layers", type=positive_int, default=3, help="hidden layers = modules (paper: 3-6 FCN, 3-4 CNN)")
+    p.add_argument("--layers", type=int_range(1, MAX_LAYERS), default=3, help="hidden layers = modules (paper: 3-6 FCN, 3-4 CNN)")
     p.add_argument("--width", type=positive_int, default=None,
                    help="units per FCN layer / filters per CNN layer (default: the paper's 256 / 128)")
     p.add_argument("--method", choices=METHODS, default="dni", help="training method")
-    p.add_argument("--sg-hidden", type=int, choices=(0, 1, 2), default=None,
+    p.add_argument("--sg-hidden", type=int_range(0, 2), default=None,
                    help="hidden layers of each synthesizer, 0 = linear (default: 2 for dni, 0 for cdni)")
     p.add_argument("--sg-width", type=positive_int, default=None,
                    help="units (FCN) or 5x5 filters (CNN) per synthesizer hidden layer (default 1024 / 128)")
@@ -83,7 +87,7 @@ def make_parser(dataset: str) -> argparse.ArgumentParser:
                    help="probability that each module runs its backward and update in a step")
     p.add_argument("--unlock", choices=("forward",), default=None,
                    help="'forward': complete unlock, each module also trains on inputs predicted from the image")
-    p.add_argument("--warmup", type=_nonnegative_int, default=0, help="synthesizer fits before its output is used (>= 0)")
+    p.add_argument("--warmup", type=nonnegative_int, default=0, help="synthesizer fits before its output is used (>= 0)")
     p.add_argument("--steps", type=positive_int, default=500_000, help="training steps (paper: 500k)")
     p.add_argument("--batch", type=positive_int, default=256, help="minibatch size")
     p.add_argument("--lr", type=positive_float, default=3e-5, help="Adam learning rate of the modules")
@@ -110,6 +114,30 @@ def _check_options(args: argparse.Namespace) -> None:
     decay = args.lr_decay_steps
     if any(a >= b for a, b in zip(decay, decay[1:])):
         raise UsageError(f"--lr-decay-steps must be strictly increasing, got {decay}")
+
+
+def check_fits(args: argparse.Namespace, dataset: str) -> None:
+    """UsageError (one line: how much) when the run would not fit in this machine's memory."""
+    check_memory(memory_needed(args, DATASETS[dataset]),
+                 f"--model {args.model} --layers {args.layers} --width {args.width} --batch {args.batch}",
+                 "use fewer --layers or a smaller --width, --sg-width or --batch")
+
+
+def memory_needed(args: argparse.Namespace, image_shape: tuple) -> int:
+    """About how many bytes a run allocates (float32): the training set on the device, parameters with
+    gradients and two Adam moments (modules and synthesizers), and one step's activations and gradients."""
+    c, h, w = image_shape
+    pixels = c * h * w
+    data = 70_000 * pixels * 4
+    if args.model == "fcn":
+        width, sg = args.width or 256, args.sg_width or 1024
+        params = pixels * width + args.layers * (width * width + 2 * width * sg + sg * sg)
+        acts = args.batch * args.layers * (width + 2 * sg) * 6
+    else:
+        filters, sg = args.width or 128, args.sg_width or 128
+        params = args.layers * 25 * (filters * filters + 2 * filters * sg + sg * sg)
+        acts = args.batch * h * w * args.layers * (filters + 2 * sg) * 25 * 3  # im2col columns dominate
+    return data + 4 * (4 * params + acts)
 
 
 def _load_mnist(data_dir: Path | None) -> Dataset:
@@ -155,6 +183,7 @@ def run(args: argparse.Namespace, data: Dataset, *, dataset: str = "mnist") -> d
     from tqdm import tqdm  # noqa: PLC0415  (only the command line shows a bar)
 
     _check_options(args)
+    check_fits(args, dataset)
     xp = backend.set_backend(args.backend)
     image_shape = DATASETS[dataset]
     rng = np.random.default_rng(args.seed)
@@ -179,6 +208,7 @@ def run(args: argparse.Namespace, data: Dataset, *, dataset: str = "mnist") -> d
     curves = _Curves()
     uses_sg = args.method in ("dni", "cdni")
     args.out.mkdir(parents=True, exist_ok=True)
+    ckpt = _Checkpoint(args.out / CHECKPOINT, _options(args), trainer)
 
     def evaluate(step: int, train_seconds: float) -> float:
         err = error_percent(trainer.modules, x_test, y_test)
@@ -186,9 +216,18 @@ def run(args: argparse.Namespace, data: Dataset, *, dataset: str = "mnist") -> d
         return err
 
     start = time.perf_counter()
-    train_seconds, err, last_log = 0.0, evaluate(0, 0.0), None
-    bar = tqdm(total=args.steps, unit="step", disable=not args.progress, mininterval=1.0, dynamic_ncols=True)
-    for step in range(1, args.steps + 1):
+    first, train_seconds, last_log = 1, 0.0, None
+    resume, checkpoint_every = getattr(args, "resume", False), getattr(args, "checkpoint_every", None)
+    if resume:
+        state = ckpt.load(order_rng)
+        first, train_seconds, order, cursor = state["step"] + 1, state["train_seconds"], state["order"], state["cursor"]
+        curves.evals, curves.logs, curves.warnings = state["evals"], state["logs"], state["warnings"]
+        err = curves.evals[-1]["test_error_percent"]
+    else:
+        err = evaluate(0, 0.0)
+    bar = tqdm(total=args.steps, initial=first - 1, unit="step", disable=not args.progress, mininterval=1.0,
+               dynamic_ncols=True)
+    for step in range(first, args.steps + 1):
         t0 = time.perf_counter()
         if cursor + args.batch > n_train:  # a new epoch: reshuffle
             order, cursor = order_rng.permutation(n_train), 0
@@ -213,6 +252,8 @@ def run(args: argparse.Namespace, data: Dataset, *, dataset: str = "mnist") -> d
         train_seconds += time.perf_counter() - t0
         if step % args.eval_every == 0 or step == args.steps:
             err = evaluate(step, train_seconds)
+        if checkpoint_every and step % checkpoint_every == 0:
+            ckpt.save(step, order_rng, order=order, cursor=cursor, train_seconds=train_seconds, curves=curves)
         bar.update(1)
         if logging:
             bar.set_postfix(loss=f"{last_log['loss']:.3f}", test_err=f"{err:.2f}%",
@@ -223,7 +264,7 @@ def run(args: argparse.Namespace, data: Dataset, *, dataset: str = "mnist") -> d
     summary = {
         "dataset": dataset, "model": args.model, "layers": args.layers, "method": args.method,
         "test_error_percent": err, "steps": args.steps, "wall_seconds": wall, "train_seconds": train_seconds,
-        "steps_per_second": args.steps / train_seconds, "backend": args.backend,
+        "steps_per_second": args.steps / max(train_seconds, 1e-9), "backend": args.backend,
         "sg_width": sg_width if uses_sg else None,
         "sg_hidden": ((2 if args.method == "dni" else 0) if args.sg_hidden is None else args.sg_hidden)
         if uses_sg else None,
@@ -234,6 +275,56 @@ def run(args: argparse.Namespace, data: Dataset, *, dataset: str = "mnist") -> d
     if uses_sg and args.log_sg:
         _plot_sg(curves, summary, args.out / "sg_diagnostics.png")
     return summary
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """The options that decide what a run computes (a checkpoint is resumed only under the same ones)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in _RUN_ONLY}
+
+
+class _Checkpoint:
+    """``checkpoint.npz`` of a single-process run: the trainer's arrays (keys as in
+    :mod:`minidni.distributed.state`), the epoch's shuffle order, and as metadata the step, the
+    options, the generators' states, the data cursor, the training time and the curves."""
+
+    def __init__(self, path: Path, options: dict, trainer):
+        self.path, self.options, self.trainer = path, options, trainer
+
+    def save(self, step: int, order_rng, *, order, cursor: int, train_seconds: float, curves: _Curves) -> None:
+        arrays = {**trainer_state(self.trainer), "order": np.asarray(order)}
+        meta = {"step": step, "options": self.options, "cursor": cursor, "train_seconds": train_seconds,
+                "order_rng": order_rng.bit_generator.state, "coins": self.trainer._coins.bit_generator.state,
+                **curves.as_dict()}
+        save_checkpoint(self.path, arrays, meta)
+
+    def load(self, order_rng) -> dict:
+        """Restore the trainer and ``order_rng`` in place; return the loop's state (step, order, cursor, ...)."""
+        if not self.path.is_file():
+            raise UsageError(f"--resume: no checkpoint in {self.path.parent} (expected {self.path}); "
+                             "run without --resume to start from step 0")
+        arrays, meta = load_checkpoint(self.path)
+        if meta.get("options") != self.options:
+            old = meta.get("options") or {}
+            diff = sorted(k for k in set(old) | set(self.options) if old.get(k) != self.options.get(k))
+            raise UsageError(f"--resume: the checkpoint in {self.path.parent} was made with different options "
+                             f"({', '.join(diff)}); rerun with the same options or another --out")
+        try:
+            tr = self.trainer
+            for i, m in enumerate(tr.modules):
+                load_module_state(i, m, {k: v for k, v in arrays.items() if k.startswith(f"m{i}.")})
+            for i, sg in enumerate(tr.synthesizers):
+                load_regressor_state(f"s{i}.", sg, {k: v for k, v in arrays.items() if k.startswith(f"s{i}.")})
+            for i, im in enumerate(tr.input_models or [], start=1):
+                load_regressor_state(f"in{i}.", im, {k: v for k, v in arrays.items() if k.startswith(f"in{i}.")})
+            tr._coins.bit_generator.state = meta["coins"]
+            order_rng.bit_generator.state = meta["order_rng"]
+            # JSON made the per-module dicts' keys strings: back to module indices
+            meta["logs"] = [{k: {int(i): x for i, x in v.items()} if isinstance(v, dict) else v for k, v in e.items()}
+                            for e in meta["logs"]]
+            return {**meta, "order": arrays["order"]}
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{self.path} does not match this run ({type(exc).__name__}: {exc}); "
+                                  "delete it or choose another --out") from None
 
 
 def _title(summary: dict) -> str:
@@ -290,10 +381,10 @@ def _plot_sg(curves: _Curves, summary: dict, path: Path) -> None:
 
 
 def _main(dataset: str, argv: Sequence[str] | None, load: Callable[[Path | None], Dataset] | None) -> int:
-    from minidni.distributed.cli import add_distributed_args, check_before_loading, run_distributed  # noqa: PLC0415
+    from minidni.experiments.pipeline import add_pipeline_args, check_before_loading, run_pipeline  # noqa: PLC0415
 
     parser = make_parser(dataset)
-    add_distributed_args(parser)  # --workers K: the same training on a pipeline of Ray workers
+    add_pipeline_args(parser)  # --workers K: the same training on a pipeline of Ray workers
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help, or a bad option already reported in one line
@@ -301,10 +392,12 @@ def _main(dataset: str, argv: Sequence[str] | None, load: Callable[[Path | None]
 
     def body() -> int:
         _check_options(args)
+        check_fits(args, dataset)
         check_before_loading(args)  # Ray missing or pipeline-only options: one line before the data loads
         data = (load or LOADERS[dataset])(args.data_dir)
+        prepare_out_dir(args.out)
         if args.workers:
-            s = run_distributed(args, data, dataset=dataset)
+            s = run_pipeline(args, data, dataset=dataset, model=lambda rng: _model(args, DATASETS[dataset], rng))
             print(f"{parser.prog}: {s['method']} {s['model']}-{s['layers']} on {args.workers} workers: test error "
                   f"{s['test_error_percent']:.2f} % after {s['steps']} steps ({s['steps_per_second']:.1f} steps/s); "
                   f"summary in {args.out / 'summary.json'}")

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from minidni import backend
-from minidni.cli import MAX_SEED, UsageError, make_parser, output_path, positive_float, positive_int, prepare_out_dir
+from minidni.cli import MAX_SEED, UsageError, int_range, make_parser, output_path, positive_float, positive_int, prepare_out_dir
 from minidni.cli import probability, run_command, seed_int
 from minidni.experiments.feedforward import check_fits, load_dataset
 from minidni.experiments.feedforward import make_parser as make_mnist_parser
@@ -52,7 +52,7 @@ COLORS = {"no-bprop": "tab:blue", "bprop": "tab:orange", "dni": "tab:green", "dn
 def _parser() -> argparse.ArgumentParser:
     p = make_parser(PROG, "Reproduce the MNIST FCN rows of Table 1 (or the p_update sweep) at a stated budget.")
     p.add_argument("--sweep", choices=("p-update",), default=None, help="run the p_update sweep instead of Table 1")
-    p.add_argument("--layers", type=int, nargs="+", choices=sorted(PAPER_MNIST_FCN), default=[3, 6],
+    p.add_argument("--layers", type=int_range(min(PAPER_MNIST_FCN), max(PAPER_MNIST_FCN)), nargs="+", default=[3, 6],
                    help="FCN depths (Table 1 rows)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods (Table 1 columns)")
     p.add_argument("--steps", type=positive_int, default=4000, help="training steps per run (paper: 500k)")
@@ -62,12 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sg-lr", type=positive_float, default=None, help="synthesizers' lr (default: --lr)")
     p.add_argument("--sg-width", type=positive_int, default=256,
                    help="hidden units of DNI's two-hidden-layer synthesizer (paper: 1024); cDNI's is linear")
-    p.add_argument("--paper-sg-layers", type=int, nargs="*", choices=sorted(PAPER_MNIST_FCN), default=[3],
+    p.add_argument("--paper-sg-layers", type=int_range(min(PAPER_MNIST_FCN), max(PAPER_MNIST_FCN)), nargs="*", default=[3],
                    help="depths at which DNI also runs with the paper's 1024-unit synthesizer (costly on a CPU)")
     p.add_argument("--batch", type=positive_int, default=256, help="minibatch size (paper: 256)")
     p.add_argument("--eval-every", type=positive_int, default=250, help="steps between test evaluations")
     p.add_argument("--log-every", type=positive_int, default=100, help="steps between SG diagnostics")
-    p.add_argument("--sweep-layers", type=int, choices=sorted(PAPER_MNIST_FCN), default=4,
+    p.add_argument("--sweep-layers", type=int_range(min(PAPER_MNIST_FCN), max(PAPER_MNIST_FCN)), default=4,
                    help="FCN depth of the p_update sweep (paper: 4)")
     p.add_argument("--sweep-methods", nargs="+", choices=METHODS, default=["bprop", "dni", "cdni"],
                    help="methods of the p_update sweep")
