@@ -21,10 +21,12 @@ _EDGE = str(_ROOT / "minidni" / "backend.py")  # to_numpy/synchronize: the calle
 
 class Sync(NamedTuple):
     """One host synchronisation: ``kind`` (e.g. ``".get()"``), ``site`` (``path:line in function``,
-    the first frame outside the stand-in and minidni/backend.py) and the innermost open ``region``."""
+    the first frame outside the stand-in and minidni/backend.py), the innermost open ``region``
+    and the recorder's ``step`` when it happened (set by a test, e.g. the windows trained so far)."""
     kind: str
     site: str
     region: str | None
+    step: int | None = None
 
 
 def _where(frame) -> str:
@@ -50,9 +52,10 @@ class SyncRecorder:
     def __init__(self) -> None:
         self.events: list[Sync] = []
         self._regions: list[str] = []
+        self.step: int | None = None  # a test's clock: stamped on every Sync
 
     def record(self, kind: str) -> None:
-        self.events.append(Sync(kind, call_site(), self._regions[-1] if self._regions else None))
+        self.events.append(Sync(kind, call_site(), self._regions[-1] if self._regions else None, self.step))
 
     @contextlib.contextmanager
     def region(self, name: str):
@@ -65,6 +68,7 @@ class SyncRecorder:
 
     def clear(self) -> None:
         self.events.clear()
+        self.step = None
 
     def outside_regions(self) -> list[Sync]:
         return [e for e in self.events if e.region is None]

@@ -1,0 +1,322 @@
+"""The CuPy suite: the trainers, checkpoints and commands on CuPy, compared with NumPy, and the
+host-sync budget of a training step.
+
+Runs on real CuPy where it sees a GPU, else on the strict stand-in (tests/strict_cupy), which
+refuses every host array in a device op and records every host sync. Select it with
+``pytest -m cupy`` (the ``xp`` fixture's CuPy cases of the other test files are in it too).
+Tolerances: float32 forward ~1e-5, training (several steps of Adam) ~1e-4 relative.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import namedtuple
+
+import numpy as np
+import pytest
+
+from minidni import backend, models
+from minidni.backend import to_device, to_numpy
+from minidni.dni.feedforward import build_trainer
+from minidni.dni.recurrent import MODES, RESETS, RecurrentTrainer, copy_loss
+from minidni.experiments import feedforward as ff
+from minidni.experiments import recurrent as rec
+from minidni.io import load_checkpoint, save_checkpoint
+from minidni.tasks import CopyTaskStream, Curriculum, EpisodeScorer
+
+pytestmark = pytest.mark.cupy
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def _on(name: str, fn):
+    """``fn()`` with backend ``name`` selected; its result copied to the host."""
+    backend.set_backend(name)
+    try:
+        return to_numpy(fn())
+    finally:
+        backend.set_backend("numpy")
+
+
+def _close(a, b, what=""):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), what
+        for k in a:
+            _close(a[k], b[k], f"{what}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), what
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{what}[{i}]")
+    elif isinstance(a, (float, np.ndarray, np.generic)) and not isinstance(a, bool):
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL, err_msg=what)
+    else:
+        assert a == b, what
+
+
+# -- the recurrent trainer, every mode ---------------------------------------------------------------
+def _copy_windows(mode: str, reset: str, windows: int = 6, trainer: RecurrentTrainer | None = None):
+    """Train ``windows`` Copy windows (B=4, H=8, T=3); host results: params, losses, episodes, diagnostics."""
+    xp = backend.get_backend()
+    cur = Curriculum("copy")
+    stream = CopyTaskStream(cur, 4, rng=np.random.default_rng(0))
+    scorer = EpisodeScorer(4)
+    tr = trainer or RecurrentTrainer(10, 9, 8, mode=mode, reset=reset, lr=1e-2, rng=np.random.default_rng(1))
+    losses = []
+    for _ in range(windows):
+        w = stream.next_window(3)
+        target, mask, out = to_device(w.target), to_device(w.mask), {}
+
+        def loss_grad(logits):
+            loss, dlogits, out["bits"] = copy_loss(logits, target, mask)
+            return loss, dlogits
+
+        losses.append(tr.train_window(to_device(w.x), loss_grad, episode_end=w.episode_end))
+        assert backend.get_xp(losses[-1]) is xp  # the loss stays on the device
+        scorer.add(out["bits"], w.episode_end, w.level)
+    diag = tr.collect_diagnostics()
+    diag.pop("first_nonfinite")
+    return {"params": dict(tr.core_params), "losses": [float(to_numpy(v)) for v in losses],
+            "episodes": [list(e) for e in scorer.collect()], "diag": diag}
+
+
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("mode", MODES)
+def test_recurrent_trainer_on_cupy_matches_numpy(cupy, mode, reset):
+    ref = _on("numpy", lambda: _copy_windows(mode, reset))
+    got = _on("cupy", lambda: _copy_windows(mode, reset))
+    assert ref["episodes"], "no episode ended: the scorer comparison would be empty"
+    _close(got, ref)
+
+
+def test_recurrent_checkpoint_round_trip_on_cupy(cupy, tmp_path):
+    """3 windows, a checkpoint file, a fresh trainer loads it: 3 more windows as if uninterrupted;
+    a NumPy checkpoint resumes on CuPy to NumPy's result."""
+    def make():
+        return RecurrentTrainer(10, 9, 8, mode="dni-aux", lr=1e-2, rng=np.random.default_rng(1))
+
+    def first_half(path):
+        tr = make()
+        _copy_windows("dni-aux", "episode", 3, trainer=tr)
+        save_checkpoint(path, *tr.state_dict())
+        return tr
+
+    def second_half(tr):
+        return _copy_windows("dni-aux", "episode", 3, trainer=tr)["params"]
+
+    def resumed(path):
+        tr = make()
+        tr.load_state_dict(*load_checkpoint(path))
+        return second_half(tr)
+
+    uninterrupted = _on("cupy", lambda: second_half(first_half(tmp_path / "cupy.npz")))
+    _close(_on("cupy", lambda: resumed(tmp_path / "cupy.npz")), uninterrupted, "cupy checkpoint")
+    on_numpy = _on("numpy", lambda: second_half(first_half(tmp_path / "numpy.npz")))
+    _close(_on("cupy", lambda: resumed(tmp_path / "numpy.npz")), on_numpy, "numpy checkpoint resumed on cupy")
+
+
+# -- the feed-forward trainer, every method ------------------------------------------------------
+FF_CASES = {
+    "bprop": dict(method="bprop"),
+    "no-bprop": dict(method="no-bprop"),
+    "dni": dict(method="dni", warmup=1),
+    "cdni": dict(method="cdni", p_update=0.7),
+    "dni-unlock": dict(method="dni", unlock_forward=True),
+    "cdni-cnn": dict(method="cdni", model="cnn"),
+}
+
+
+def _ff_steps(case: dict, steps: int = 4):
+    case = dict(case)
+    model = case.pop("model", "fcn")
+    rng = np.random.default_rng(0)
+    if model == "fcn":
+        nets, in_shape = models.fcn(3, in_dim=12, width=16, rng=rng), (12,)
+    else:
+        nets, in_shape = models.cnn(2, in_shape=(1, 8, 8), filters=4, rng=rng), (1, 8, 8)
+    tr = build_trainer(nets, in_shape=in_shape, lr=1e-2, sg_width=16 if model == "fcn" else 4, seed=3,
+                       rng=rng, **case)
+    data = np.random.default_rng(1)
+    results = []
+    for step in range(steps):
+        x = to_device(data.random((16, *in_shape)).astype(np.float32))
+        y = to_device(data.integers(0, 10, 16))
+        results.append(tr.step(x, y, diagnose=step % 2 == 1).to_host())
+    params = {f"{i}.{k}": v for i, m in enumerate(tr.modules) for k, v in m.net.params.items()}
+    return {"results": results, "params": params}
+
+
+@pytest.mark.parametrize("case", FF_CASES)
+def test_feedforward_trainer_on_cupy_matches_numpy(cupy, case):
+    ref = _on("numpy", lambda: _ff_steps(FF_CASES[case]))
+    got = _on("cupy", lambda: _ff_steps(FF_CASES[case]))
+    _close(got, ref)
+
+
+# -- the commands, tiny -----------------------------------------------------------------------
+RECURRENT_ARGS = ["--steps", "24", "--hidden", "8", "--batch", "4", "--T", "3", "--log-every", "8",
+                  "--checkpoint-every", "12", "--no-progress"]
+
+
+def _summary_core(s: dict) -> dict:
+    """What a run computed (not its timing or backend)."""
+    logs = [{k: v for k, v in e.items() if k != "train_seconds"} for e in s.get("logs", s.get("curves", {}).get("logs", []))]
+    keep = ("max_episode_length", "level", "test_error_percent", "valid_bpc", "test_bpc", "steps")
+    return {"logs": logs, **{k: s[k] for k in keep if k in s}}
+
+
+@pytest.mark.parametrize("task, extra", [("copy", []), ("repeat-copy", ["--mode", "dni-aux", "--no-compare"])])
+def test_copy_commands_on_cupy_match_numpy(cupy, tmp_path, task, extra, capsys):
+    main = rec.main_copy if task == "copy" else rec.main_repeat_copy
+    summaries = {}
+    for name in ("numpy", "cupy"):
+        out = tmp_path / name
+        assert main([*RECURRENT_ARGS, *extra, "--backend", name, "--out", str(out)]) == 0, capsys.readouterr().err
+        modes = ["dni", "bptt"] if task == "copy" else [None]
+        summaries[name] = [json.loads(((out / m) if m else out).joinpath("summary.json").read_text()) for m in modes]
+    assert [s["backend"] for s in summaries["cupy"]] == ["cupy"] * len(summaries["cupy"])
+    _close([_summary_core(s) for s in summaries["cupy"]], [_summary_core(s) for s in summaries["numpy"]])
+
+
+def test_copy_resume_on_cupy_gives_the_uninterrupted_result(cupy, tmp_path):
+    args = [*RECURRENT_ARGS, "--no-compare", "--mode", "dni", "--backend", "cupy"]
+    assert rec.main_copy([*args, "--out", str(tmp_path / "full")]) == 0
+    part = [*args, "--out", str(tmp_path / "part")]
+    assert rec.main_copy([*part[:1], "12", *part[2:]]) == 0  # --steps 12: stops at the checkpoint
+    assert rec.main_copy([*part, "--resume"]) == 0
+    (a, meta_a), (b, meta_b) = (load_checkpoint(tmp_path / d / "checkpoint.npz") for d in ("full", "part"))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+def _tiny_ptb():
+    PTB = namedtuple("PTB", "vocab train valid test")
+    rng = np.random.default_rng(0)
+    return PTB(tuple("abcde"), rng.integers(0, 5, 400), rng.integers(0, 5, 60), rng.integers(0, 5, 60))
+
+
+def test_ptb_run_on_cupy_matches_numpy(cupy, tmp_path):
+    runs = {}
+    for name in ("numpy", "cupy"):
+        args = rec.make_parser("ptb").parse_args(["--steps", "12", "--hidden", "8", "--batch", "4", "--T", "4",
+                                                  "--eval-every", "6", "--log-every", "6", "--no-progress",
+                                                  "--backend", name, "--out", str(tmp_path / name)])
+        (runs[name],) = rec.run(args, "ptb", _tiny_ptb())
+    _close(_summary_core(runs["cupy"]), _summary_core(runs["numpy"]))
+
+
+def _tiny_images(seed=0, n_train=64, n_test=32, shape=(28, 28)):
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        y = rng.integers(0, 10, n)
+        x = rng.random((n, *shape)).astype(np.float32) * 0.3
+        x.reshape(n, -1)[:, :10] += (y[:, None] == np.arange(10)) * 0.7
+        return x, y
+
+    return ff.Dataset(*split(n_train), *split(n_test))
+
+
+MNIST_CASES = {"bprop": [], "no-bprop": [], "dni": ["--warmup", "1"], "cdni": ["--p-update", "0.8"],
+               "dni-unlock": ["--unlock", "forward"]}
+
+
+@pytest.mark.parametrize("case", MNIST_CASES)
+def test_mnist_command_on_cupy_matches_numpy(cupy, tmp_path, case, capsys):
+    method = case.split("-unlock")[0]
+    summaries = {}
+    for name in ("numpy", "cupy"):
+        argv = ["--method", method, *MNIST_CASES[case], "--layers", "2", "--width", "16", "--sg-width", "16",
+                "--steps", "6", "--batch", "16", "--lr", "1e-3", "--eval-every", "3", "--log-every", "2",
+                "--no-progress", "--backend", name, "--out", str(tmp_path / name)]
+        assert ff.main_mnist(argv, load=lambda data_dir: _tiny_images()) == 0, capsys.readouterr().err
+        summaries[name] = json.loads((tmp_path / name / "summary.json").read_text())
+    assert summaries["cupy"]["backend"] == "cupy"
+    _close(_summary_core(summaries["cupy"]), _summary_core(summaries["numpy"]))
+
+
+def test_cifar_cnn_command_on_cupy(cupy, tmp_path):
+    argv = ["--model", "cnn", "--width", "4", "--layers", "2", "--method", "dni", "--sg-width", "4", "--steps", "2",
+            "--batch", "4", "--eval-every", "2", "--log-every", "1", "--no-progress", "--backend", "cupy",
+            "--out", str(tmp_path)]
+    assert ff.main_cifar10(argv, load=lambda data_dir: _tiny_images(n_train=8, n_test=4, shape=(3, 32, 32))) == 0
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["backend"] == "cupy" and np.isfinite(s["test_error_percent"])
+
+
+# -- the host-sync budget -----------------------------------------------------------------------
+def _syncs_by_step(standin, monkeypatch, trainer_cls, method: str):
+    """Stamp every host sync with the number of steps trained so far (the trainer's counter)."""
+    original = getattr(trainer_cls, method)
+
+    def counted(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        standin.SYNCS.step = self.step if isinstance(self.step, int) else standin.SYNCS.step + 1
+        return result
+    monkeypatch.setattr(trainer_cls, method, counted)
+
+
+def _budget_report(events, allowed) -> str:
+    bad = [e for e in events if e.step is not None and e.step not in allowed]
+    return "; ".join(f"step {e.step}: {e.kind} at {e.site}" for e in bad[:8]) + (f" ... ({len(bad)} in all)" if bad else "")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "experiments/recurrent.py (the lead's file) calls EpisodeScorer.update every window, which copies "
+    "the episode bits to the host; the fix (scorer.add per window, scorer.collect at log time) is in the "
+    "final report of issue 11"))
+def test_recurrent_windows_do_not_sync_between_logs_evals_and_checkpoints(standin_cupy, monkeypatch, tmp_path):
+    import strict_cupy  # noqa: PLC0415
+
+    _syncs_by_step(strict_cupy, monkeypatch, RecurrentTrainer, "train_window")
+    strict_cupy.SYNCS.step = 0
+    steps, log_every, checkpoint_every = 30, 10, 15
+    assert rec.main_copy(["--steps", str(steps), "--hidden", "8", "--batch", "4", "--T", "3", "--log-every",
+                          str(log_every), "--checkpoint-every", str(checkpoint_every), "--no-compare",
+                          "--no-progress", "--backend", "cupy", "--out", str(tmp_path)]) == 0
+    allowed = {s for s in range(steps + 1) if s % log_every == 0 or s % checkpoint_every == 0} | {steps}
+    events = strict_cupy.SYNCS.events
+    assert any(e.step == log_every for e in events), "no sync at a log: the stamping is broken"
+    assert not [e for e in events if e.step not in allowed], _budget_report(events, allowed)
+
+
+def test_ptb_windows_do_not_sync_between_logs_and_evals(standin_cupy, monkeypatch, tmp_path):
+    import strict_cupy  # noqa: PLC0415
+
+    _syncs_by_step(strict_cupy, monkeypatch, RecurrentTrainer, "train_window")
+    strict_cupy.SYNCS.step = 0
+    args = rec.make_parser("ptb").parse_args(["--steps", "12", "--hidden", "8", "--batch", "4", "--T", "4",
+                                              "--eval-every", "6", "--log-every", "4", "--checkpoint-every", "12",
+                                              "--no-progress", "--backend", "cupy", "--out", str(tmp_path)])
+    rec.run(args, "ptb", _tiny_ptb())
+    allowed = {0, 4, 6, 8, 12}
+    events = strict_cupy.SYNCS.events
+    assert any(e.step == 6 for e in events), "no sync at an evaluation: the stamping is broken"
+    assert not [e for e in events if e.step not in allowed], _budget_report(events, allowed)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "experiments/feedforward.py (the lead's file) calls backend.synchronize after every step for the "
+    "timer; the fix (synchronise only at log/eval/checkpoint points) is in the final report of issue 11"))
+@pytest.mark.parametrize("method", ["bprop", "cdni"])
+def test_feedforward_steps_do_not_sync_between_logs_and_evals(standin_cupy, monkeypatch, tmp_path, method):
+    import strict_cupy  # noqa: PLC0415
+    from minidni.dni.feedforward import FeedForwardTrainer  # noqa: PLC0415
+
+    calls = []
+    original = FeedForwardTrainer.step
+
+    def counted(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        calls.append(1)
+        strict_cupy.SYNCS.step = len(calls)
+        return result
+    monkeypatch.setattr(FeedForwardTrainer, "step", counted)
+    strict_cupy.SYNCS.step = 0
+    argv = ["--method", method, "--layers", "2", "--width", "16", "--sg-width", "16", "--steps", "12",
+            "--batch", "16", "--eval-every", "6", "--log-every", "4", "--no-progress", "--backend", "cupy",
+            "--out", str(tmp_path)]
+    assert ff.main_mnist(argv, load=lambda data_dir: _tiny_images()) == 0
+    allowed = {0, 4, 6, 8, 12}
+    events = strict_cupy.SYNCS.events
+    assert any(e.step == 4 for e in events), "no sync at a log: the stamping is broken"
+    assert not [e for e in events if e.step not in allowed], _budget_report(events, allowed)
