@@ -105,6 +105,23 @@ def test_assigning_a_host_array_into_a_device_array_is_refused(cp, dev):
     np.testing.assert_array_equal(dev.get(), [[0, 0, 0], [1, 1, 1]])
 
 
+def scatter_add_with_plus_equals(x, idx, v):
+    x[idx] += v  # NumPy: repeated indices lose updates, CuPy: undefined
+
+
+def test_repeated_index_writes_are_refused(cp):
+    xp_idx = np.array([0, 2, 0])
+    scatter_add_with_plus_equals(np.zeros(3), xp_idx, np.ones(3))
+    dev, ones = cp.zeros(3), cp.ones(3)
+    for idx in (xp_idx, cp.asarray(xp_idx), [0, 2, 0]):
+        with pytest.raises(ValueError, match="repeated indices.*cupy.add.at"):
+            scatter_add_with_plus_equals(dev, idx, ones)
+    dev[np.array([0, 2, 0])] = 5.0                     # one value for every target: defined
+    scatter_add_with_plus_equals(dev, np.array([0, 1]), cp.ones(2))
+    cp.add.at(dev, cp.asarray(xp_idx), ones)           # the defined scatter-add
+    assert dev.get().tolist() == [8.0, 1.0, 6.0]
+
+
 def test_host_to_device_only_through_asarray_array_and_set(cp):
     host = np.arange(3.0)
     dev = cp.asarray(host)
@@ -221,3 +238,21 @@ def test_no_visible_device_is_the_no_gpu_error(cp):
     assert not backend.cupy_available()
     with pytest.raises(backend.BackendError, match="no GPU is visible"):
         backend.set_backend("cupy")
+
+
+def test_the_shim_puts_the_stand_in_into_a_fresh_process(tmp_path):
+    """``PYTHONPATH=tests/strict_cupy/shim``: the command line as a user runs it, on the stand-in,
+    its host syncs written to ``STRICT_CUPY_SYNCS`` at exit."""
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    shim = make_names.OUT.parent / "shim"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), os.environ.get("PYTHONPATH", "")]),
+           "STRICT_CUPY_SYNCS": str(tmp_path / "syncs.json")}
+    cmd = [sys.executable, "-m", "minidni.run", "copy", "--backend", "cupy", "--steps", "6", "--hidden", "8",
+           "--batch", "4", "--log-every", "3", "--no-compare", "--no-progress", "--out", str(tmp_path / "out")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["backend"] == "cupy"
+    syncs = json.loads((tmp_path / "syncs.json").read_text())
+    assert any(e["kind"] == ".get()" and "collect_diagnostics" in e["site"] for e in syncs)

@@ -7,6 +7,8 @@ Rules (those real CuPy enforces, each with a test in tests/test_strict_cupy.py):
 - A host ``numpy.ndarray`` given to a device op, a ufunc, a function or ``out=`` raises
   TypeError; so does ``dev[...] = host_array`` (only ``cupy.asarray``/``cupy.array``/
   ``ndarray.set`` take host arrays). Host arrays used as *indices* are copied over, as in CuPy.
+- ``dev[idx] = values`` with an index that names an element twice raises (CuPy leaves which
+  write lands undefined, and so ``dev[idx] += v`` loses updates): ``cupy.add.at`` is the way.
 - Reductions and scalar indexing give 0-d device arrays, never host scalars.
 - Methods and functions bind their arguments against real CuPy's signatures (cupy_names.json).
 - Host syncs are recorded (:mod:`strict_cupy._syncs`); floating-point warnings are not raised
@@ -89,6 +91,15 @@ def _base_of(r: numpy.ndarray, seen: dict):
             if candidate is not None and candidate._a is r.base:
                 return candidate
     return None
+
+
+def _repeats_a_target(shape: tuple, key) -> bool:
+    """True when an advanced index ``key`` (integer arrays or lists) names some element twice."""
+    parts = key if type(key) is tuple else (key,)
+    if not any(isinstance(k, (numpy.ndarray, list)) and numpy.asarray(k).dtype.kind in "iu" for k in parts):
+        return False
+    targets = numpy.arange(numpy.prod(shape, dtype=numpy.int64)).reshape(shape)[key].ravel()
+    return numpy.unique(targets).size != targets.size
 
 
 def wrap(r, seen: dict):
@@ -303,8 +314,12 @@ class ndarray:
             raise TypeError(f"strict CuPy: dev[...] = {what}: real CuPy refuses host values in "
                             "__setitem__; move the value to the device first (cupy.asarray / "
                             "minidni.backend.to_device)")
+        key = _unwrap_index(key, {})
+        if type(value) is ndarray and value.size > 1 and _repeats_a_target(self._a.shape, key):
+            raise ValueError("strict CuPy: dev[idx] = array with repeated indices: which write lands is "
+                             "undefined on CuPy (so is dev[idx] += v); use cupy.add.at(dev, idx, v)")
         with numpy.errstate(all="ignore"):
-            self._a[_unwrap_index(key, {})] = value._a if type(value) is ndarray else value
+            self._a[key] = value._a if type(value) is ndarray else value
 
     def __copy__(self):
         return _device(self._a.copy())
