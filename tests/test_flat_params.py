@@ -1,4 +1,5 @@
-"""Flat parameter buffers: layers hold views; the fused optimisers equal the per-tensor reference bit for bit."""
+"""Flat parameter buffers (layers hold views; the fused optimisers equal the per-tensor reference bit for bit)
+and workspaces (the LSTM and the recurrent trainer stop allocating after the first windows)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import pytest
 
 from minidni.backend import to_numpy
 from minidni.flat import ALIGN, FlatParams
+from minidni.functional.lstm import lstm_backward, lstm_forward
 from minidni.layers import LSTM, BatchNorm, Linear, ReLU, Sequential
 from minidni.optim import SGD, Adam, FlatAdam, FlatSGD, clip_by_global_norm
+from minidni.workspace import Workspace
 
 STEPS = 100
 
@@ -166,3 +169,65 @@ def test_a_step_and_a_clip_allocate_no_buffer_sized_temporaries(make):
     finally:
         tracemalloc.stop()
     assert ref_peak > reference.params["a.W"].nbytes / 2  # the check sees the reference's temporaries
+
+
+# -- workspaces: no per-window allocation ----------------------------------------------------------
+def test_workspace_reuses_an_array_only_when_shape_and_dtype_match():
+    ws = Workspace()
+    a = ws.array(np, "a", (2, 3), np.float32)
+    assert ws.array(np, "a", (2, 3), np.float32) is a
+    assert ws.array(np, "a", (3, 2), np.float32) is not a
+    b = ws.array(np, "a", (3, 2), np.float64)
+    assert b.dtype == np.float64 and ws.array(np, "a", (3, 2), np.float64) is b and len(ws) == 1
+
+
+@pytest.mark.parametrize("with_keep", [False, True])
+def test_lstm_with_a_workspace_is_bit_identical_and_allocates_nothing_the_second_time(with_keep):
+    rng = np.random.default_rng(3)
+    T, N, D, H = 4, 64, 5, 128  # big enough that NumPy's fixed-size ufunc buffers (3 x 32 KiB) do not count
+    Wx, Wh = (rng.standard_normal(s).astype(np.float32) * 0.3 for s in ((D, 4 * H), (H, 4 * H)))
+    b = rng.standard_normal(4 * H).astype(np.float32)
+    ws = Workspace()
+    for call in range(3):
+        x = rng.standard_normal((T, N, D)).astype(np.float32)
+        h0, c0 = (rng.standard_normal((N, H)).astype(np.float32) for _ in range(2))
+        dhs, dcT = rng.standard_normal((T, N, H)).astype(np.float32), rng.standard_normal((N, H)).astype(np.float32)
+        keep = (rng.random((T, N)) > 0.3).astype(np.float32) if with_keep else None
+        hs, cT, cache = lstm_forward(x, h0, c0, Wx, Wh, b, keep=keep)
+        ref = (hs.copy(), cT.copy(), *lstm_backward(dhs, dcT, cache))
+        out = tuple(np.empty_like(w) for w in (Wx, Wh, b))
+        if call == 2:
+            tracemalloc.start()
+        hs, cT, cache = lstm_forward(x, h0, c0, Wx, Wh, b, keep=keep, workspace=ws)
+        got = (hs, cT, *lstm_backward(dhs, dcT, cache, out=out))
+        if call == 2:
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            assert peak < ws.array(np, "ifgo", (T, N, 4 * H), np.float32).nbytes / 2  # no array-sized temporary
+        for r, g in zip(ref, got):
+            np.testing.assert_array_equal(g, r)
+        assert got[-3] is out[0] and got[-1] is out[2]
+    assert lstm_backward(dhs, dcT, cache, input_grad=False)[0] is None
+
+
+@pytest.mark.parametrize("mode", ["bptt", "dni", "dni-aux"])
+def test_a_steady_state_training_window_allocates_little(mode):
+    """After two windows (one per workspace) a window allocates less than three gate arrays' worth
+    (the trainer before workspaces: about six); what remains is the head, the loss, the SG prediction and Python objects."""
+    from minidni.dni.recurrent import RecurrentTrainer, copy_loss
+    from minidni.tasks import CopyTaskStream, Curriculum
+    from minidni.tasks.copy import IN_CHANNELS, OUT_CHANNELS
+
+    T, B, H = 3, 64, 64
+    tr = RecurrentTrainer(IN_CHANNELS, OUT_CHANNELS, H, mode=mode, rng=np.random.default_rng(0))
+    stream = CopyTaskStream(Curriculum("copy", start_length=2, max_length=2), B, rng=np.random.default_rng(1))
+    windows = [stream.next_window(T) for _ in range(4)]
+    for i, w in enumerate(windows):
+        if i == 3:
+            tracemalloc.start()
+        tr.train_window(w.x, lambda logits: copy_loss(logits, w.target, w.mask), episode_end=w.episode_end)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    gate_bytes = T * B * 4 * H * 4
+    assert peak < 3 * gate_bytes, f"{peak} bytes allocated in a window (a gate array is {gate_bytes})"
+    assert tr.collect_diagnostics()["windows"] == 4

@@ -67,6 +67,7 @@ from minidni.layers.lstm import LSTM
 from minidni.flat import FlatParams
 from minidni.optim import FlatAdam, FlatSGD
 from minidni.tasks.copy import sequence_bits
+from minidni.workspace import Workspace
 
 __all__ = ["MODES", "RESETS", "DIAG_FIELDS", "RecurrentTrainer", "copy_loss", "char_loss"]
 
@@ -173,7 +174,9 @@ class RecurrentTrainer:
         self.state = None      # (h, c) carried into the next window, or None (zeros)
         self.pending = None    # (s, p, keep) of the last window's SG input, awaiting its target
         self.step = 0          # windows trained
-        self._diag: list = []
+        self._workspaces = (Workspace(), Workspace())  # used on alternate windows
+        self._diag = None      # (capacity, len(DIAG_FIELDS)) device ring of per-window diagnostics ...
+        self._diag_count = 0   # ... of which the first rows are filled
 
     # -- the model -------------------------------------------------------------------------
     def predict_sg(self, s):
@@ -226,14 +229,22 @@ class RecurrentTrainer:
         x (T, B, D) on the parameters' backend; ``loss_grad(logits (T, B, C)) -> (loss,
         dlogits, ...)`` (extra return values are ignored); ``episode_end`` (T, B) host
         bool array or None (no resets; required for ``reset="episode"`` to reset).
+
+        The LSTM's activations and gradients, the SG input and the carried state
+        come from one of two workspaces used on alternate windows (so nothing large
+        is allocated after the first two windows, and what the next window reads,
+        ``state`` and ``pending``, survives this one); the gradients are written into
+        (or copied into) the flat gradient buffer the fused optimiser steps on.
         """
         xp = get_xp(x)
         T, B, _ = x.shape
         H = self.hidden
+        ws = self._workspaces[self.step % 2]
+        dtype = x.dtype
         if self.state is None:
             self.state = self.lstm.zero_state(B)
         ends = episode_end if self.reset == "episode" else None
-        (hs, cT), lstm_cache = self.lstm.forward(x, self.state, keep=self._keep(x, ends))
+        (hs, cT), lstm_cache = self.lstm.forward(x, self.state, keep=self._keep(x, ends), workspace=ws)
         logits, head_cache = self.head.forward(hs.reshape(T * B, H))
         loss, dlogits = loss_grad(logits.reshape(T, B, -1))[:2]
         dflat, head_grads = self.head.backward(dlogits.reshape(T * B, -1), head_cache)
@@ -241,59 +252,92 @@ class RecurrentTrainer:
         grads = {f"head.{k}": v for k, v in head_grads.items()}
         keep_last = self._carry(x, ends)
         dcT = s = p = None
-        aux_loss = xp.zeros((), x.dtype)
+        aux_loss = xp.zeros((), dtype)
         if self.uses_sg:
-            s = xp.concatenate([hs[-1], cT], axis=1)
+            s = ws.array(xp, "sg_input", (B, 2 * H), dtype)  # [h_T; c_T]
+            s[:, :H], s[:, H:] = hs[-1], cT
             p = self.predict_sg(s)
             if keep_last is not None:
-                p = p * keep_last  # an episode that ended here has no future: no SG
-            delta = p * (self.sg_scale / B)  # per-example units -> gradient of the batch-mean loss
-            dhs[-1] += delta[:, :H]
+                p *= keep_last  # an episode that ended here has no future: no SG
+            delta = xp.multiply(p, self.sg_scale / B, out=ws.array(xp, "sg_delta", (B, 2 * H), dtype))
+            dhs[-1] += delta[:, :H]  # per-example units -> gradient of the batch-mean loss
             dcT = delta[:, H:]
         if self.mode == "dni-aux":
             pred, aux_cache = self.aux.forward(hs[0])
             diff = pred - p  # target: M's (unscaled, per-example) SG at this window's end, held constant
             aux_loss = (diff * diff).sum() * (0.5 * self.aux_weight / B)
-            dh_aux, aux_grads = self.aux.backward(diff * (self.aux_weight / B), aux_cache)
+            diff *= self.aux_weight / B
+            dh_aux, aux_grads = self.aux.backward(diff, aux_cache)
             dhs[0] += dh_aux  # the aux loss trains the core through the first hidden state
             grads.update({f"aux.{k}": v for k, v in aux_grads.items()})
-        _, dh0, dc0, lstm_grads = self.lstm.backward(dhs, dcT, lstm_cache)
-        grads.update({f"lstm.{k}": v for k, v in lstm_grads.items()})
-        sg_diag = self._fit_sg(xp, dh0, dc0, B) if self.pending is not None else xp.zeros(4, x.dtype)
+        lstm_out = {k: self.core.grads[f"lstm.{k}"] for k in self.lstm.params}
+        _, dh0, dc0, _ = self.lstm.backward(dhs, dcT, lstm_cache, input_grad=False, out=lstm_out)
+        row = self._diag_row(xp, dtype)
+        row[0] = loss
+        if self.pending is not None:
+            self._fit_sg(xp, dh0, dc0, B, ws, row)
+        else:
+            row[1:4], row[7] = 0.0, 0.0  # no target this window
         self.pending = (s, p, keep_last) if self.uses_sg else None
-        self.core.gather(grads)
-        grad_norm = self.core.clip_grads(self.clip) if self.clip else self.core.grad_norm()
+        self.core.gather(grads)  # head and aux grads; the LSTM's are already in the buffer
+        row[6] = self.core.clip_grads(self.clip) if self.clip else self.core.grad_norm()
         self.opt.step()
-        h, c = hs[-1], cT
+        h, c = ws.array(xp, "state_h", (B, H), dtype), ws.array(xp, "state_c", (B, H), dtype)
         if keep_last is not None:
-            h, c = h * keep_last, c * keep_last
-        self.state = (h.copy(), c.copy())  # copies: hs and cT are views into the caches
-        cell_rms = xp.sqrt((cT * cT).mean())
-        self._diag.append(xp.stack([xp.asarray(loss, x.dtype), sg_diag[0], sg_diag[1], sg_diag[2], cell_rms,
-                                    aux_loss, xp.asarray(grad_norm, x.dtype), sg_diag[3]]))
+            xp.multiply(hs[-1], keep_last, out=h)
+            xp.multiply(cT, keep_last, out=c)
+        else:  # copies: hs and cT live in the workspace, which the window after next overwrites
+            h[...], c[...] = hs[-1], cT
+        self.state = (h, c)
+        row[4] = xp.sqrt(xp.vdot(cT, cT) / cT.size)  # the cell state's RMS
+        row[5] = aux_loss
         self.step += 1
         return loss
 
-    def bootstrap_target(self, dh0, dc0, B: int):
-        """M's regression target from the next window's first-state gradient: ``B * [dh0; dc0]``."""
-        return get_xp(dh0).concatenate([dh0, dc0], axis=1) * float(B)
+    def bootstrap_target(self, dh0, dc0, B: int, out=None):
+        """M's regression target from the next window's first-state gradient: ``B * [dh0; dc0]`` (B, 2H).
 
-    def _fit_sg(self, xp, dh0, dc0, B):
-        """One step of M toward the bootstrapped target of the pending window; returns diagnostics.
+        ``out``: an optional (B, 2H) array to write it into.
+        """
+        xp = get_xp(dh0)
+        H = dh0.shape[1]
+        out = xp.empty((B, 2 * H), dh0.dtype) if out is None else out
+        xp.multiply(dh0, float(B), out=out[:, :H])
+        xp.multiply(dc0, float(B), out=out[:, H:])
+        return out
 
-        Diagnostics (4,): |p|, |target|, <p, target> over the rows with a target, and 1.
+    def _fit_sg(self, xp, dh0, dc0, B, ws, row):
+        """One step of M toward the bootstrapped target of the pending window.
+
+        Writes the diagnostics into ``row[1:4]`` (|p|, |target|, <p, target> over the
+        rows with a target) and ``row[7]`` (1: this window had a target).
         """
         s, p, keep = self.pending
-        target = self.bootstrap_target(dh0, dc0, B)
-        pred, cache = self.sg.forward(s)  # recomputed with M's current weights
-        err = pred - target
+        target = self.bootstrap_target(dh0, dc0, B, out=ws.array(xp, "sg_target", s.shape, s.dtype))
+        pred, cache = self.sg.forward(s)  # recomputed with M's current weights (they moved since p)
+        err = pred
+        err -= target
         if keep is not None:
-            err = err * keep  # rows whose episode ended: no target
-            target = target * keep
-        sg_grads = self.sg.param_grads(err * (1.0 / B), cache)  # d/dpred of 0.5 |pred - target|^2 / B; no d/ds
-        self.sg_opt.step(sg_grads)
-        return xp.stack([xp.sqrt((p * p).sum()), xp.sqrt((target * target).sum()), (p * target).sum(),
-                         xp.ones((), p.dtype)])
+            err *= keep  # rows whose episode ended: no target
+            target *= keep
+        err *= 1.0 / B  # d/dpred of 0.5 |pred - target|^2 / B
+        self.sg.param_grads(err, cache, out=self.sg_flat.grads)  # no gradient at M's input: s is not trained
+        self.sg_opt.step()
+        row[1] = xp.sqrt(xp.vdot(p, p))
+        row[2] = xp.sqrt(xp.vdot(target, target))
+        row[3] = xp.vdot(p, target)
+        row[7] = 1.0
+
+    def _diag_row(self, xp, dtype):
+        """The next row of the diagnostics ring on the device (doubled when full; reset at collection)."""
+        n = self._diag_count
+        if self._diag is None or n == len(self._diag):
+            grown = xp.zeros((max(64, 2 * n), len(DIAG_FIELDS)), dtype)
+            if n:
+                grown[:n] = self._diag[:n]
+            self._diag = grown
+        self._diag_count = n + 1
+        return self._diag[n]
 
     # -- diagnostics -----------------------------------------------------------------------
     def collect_diagnostics(self) -> dict:
@@ -304,13 +348,12 @@ class RecurrentTrainer:
         windows that had a target; NaN when none), and ``first_nonfinite`` = None or
         ``(step, field)`` of the first window where a diagnostic was NaN or inf.
         """
-        if not self._diag:
+        n = self._diag_count
+        if not n:
             return {"windows": 0}
-        xp = get_xp(self._diag[0])
-        d = np.asarray(to_numpy(xp.stack(self._diag)), np.float64)  # (n, len(DIAG_FIELDS))
-        n = len(d)
+        d = np.asarray(to_numpy(self._diag[:n]), np.float64)  # (n, len(DIAG_FIELDS)): the one host sync
         first_step = self.step - n + 1
-        self._diag = []
+        self._diag_count = 0
         f = {name: d[:, i] for i, name in enumerate(DIAG_FIELDS)}
         bad = ~np.isfinite(d[:, :-1])
         first_nonfinite = None
@@ -347,8 +390,8 @@ class RecurrentTrainer:
             arrays["pending.s"], arrays["pending.p"] = s, p
             if keep is not None:
                 arrays["pending.keep"] = keep
-        if self._diag:
-            arrays["diag"] = get_xp(self._diag[0]).stack(self._diag)
+        if self._diag_count:
+            arrays["diag"] = self._diag[:self._diag_count]
         meta = {"step": self.step, "mode": self.mode, "hidden": self.hidden,
                 "opt_t": getattr(self.opt, "t", 0), "sg_opt_t": getattr(self.sg_opt, "t", 0) if self.uses_sg else 0}
         return {k: np.array(to_numpy(v)) for k, v in arrays.items()}, meta
@@ -380,5 +423,7 @@ class RecurrentTrainer:
 
         self.state = (get("state.h"), get("state.c")) if "state.h" in arrays else None
         self.pending = (get("pending.s"), get("pending.p"), get("pending.keep")) if "pending.s" in arrays else None
-        self._diag = list(get("diag")) if "diag" in arrays else []
+        self._diag_count = 0
+        for values in (get("diag") if "diag" in arrays else []):
+            self._diag_row(xp, dtype)[...] = values
         self.step = meta["step"]

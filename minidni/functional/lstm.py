@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from minidni.backend import get_xp
+from minidni.workspace import Workspace
 
 __all__ = ["lstm_step_forward", "lstm_step_backward", "lstm_forward", "lstm_backward"]
 
@@ -109,22 +110,24 @@ class LSTMCache(NamedTuple):
     keep: object    # (T, N, 1) or None
     Wx: object
     Wh: object
+    workspace: object  # the Workspace the backward takes its arrays from
 
 
-def _sigmoid_as_tanh(xp, H, dtype):
+def _sigmoid_as_tanh(xp, H, dtype, ws):
     """Per-column ``(scale, shift)`` (4H,) with ``gate = scale * tanh(scale * a) + shift``.
 
     sigmoid(z) = 0.5 tanh(z/2) + 0.5 on the i, f, o blocks (scale 0.5, shift 0.5) and
     tanh(z) on the g block (scale 1, shift 0): all four gates with one tanh call.
     """
-    scale = xp.full(4 * H, 0.5, dtype=dtype)
+    scale, shift = ws.array(xp, "scale", (4 * H,), dtype), ws.array(xp, "shift", (4 * H,), dtype)
+    scale.fill(0.5)
     scale[2 * H:3 * H] = 1.0
-    shift = xp.full(4 * H, 0.5, dtype=dtype)
+    shift.fill(0.5)
     shift[2 * H:3 * H] = 0.0
     return scale, shift
 
 
-def lstm_forward(x, h0, c0, Wx, Wh, b, *, keep=None):
+def lstm_forward(x, h0, c0, Wx, Wh, b, *, keep=None, workspace=None):
     """Run T steps: x (T, N, D), h0 and c0 (N, H) -> (hs (T, N, H), cT (N, H), cache).
 
     ``hs[t]`` is the hidden state after step t, so ``hs[-1]`` is the final one.
@@ -135,6 +138,11 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, *, keep=None):
     before step t (a new episode starts there) and stops every gradient from
     flowing back across that point; ``keep[0]`` applies to h0 and c0. None means
     all ones (and skips the masking work).
+
+    ``workspace`` (a :class:`minidni.workspace.Workspace`), optional: every array
+    of the forward and of :func:`lstm_backward` comes from it and is reused by the
+    next call with the same workspace and shapes, which overwrites this call's
+    cache, ``hs`` and ``cT`` (copy what must outlive it). None: fresh arrays.
     """
     xp = get_xp(x, h0, c0, Wx, Wh, b, keep)
     T, N, D = x.shape
@@ -146,27 +154,33 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, *, keep=None):
         raise ValueError(f"x must hold at least one time step, got shape {x.shape}")
     if keep is not None and keep.shape != (T, N):
         raise ValueError(f"keep must have shape (T, N) = {(T, N)}, got {keep.shape}")
+    ws = Workspace() if workspace is None else workspace
     dtype = x.dtype
-    scale, shift = _sigmoid_as_tanh(xp, H, dtype)
+    scale, shift = _sigmoid_as_tanh(xp, H, dtype, ws)
+    Wx_scaled = xp.multiply(Wx, scale, out=ws.array(xp, "Wx_scaled", Wx.shape, dtype))
+    Wh_scaled = xp.multiply(Wh, scale, out=ws.array(xp, "Wh_scaled", Wh.shape, dtype))
     # scale * a for every step: the input projection of all T steps is one product
-    ifgo = (x.reshape(T * N, D) @ (Wx * scale) + b * scale).reshape(T, N, 4 * H)
-    Wh_scaled = Wh * scale
-    hs = xp.empty((T + 1, N, H), dtype=dtype)
-    cs = xp.empty_like(hs)
+    ifgo = ws.array(xp, "ifgo", (T, N, 4 * H), dtype)
+    ifgo2 = ifgo.reshape(T * N, 4 * H)
+    xp.matmul(x.reshape(T * N, D), Wx_scaled, out=ifgo2)
+    ifgo2 += xp.multiply(b, scale, out=ws.array(xp, "b_scaled", b.shape, dtype))
+    hs = ws.array(xp, "hs", (T + 1, N, H), dtype)
+    cs = ws.array(xp, "cs", (T + 1, N, H), dtype)
     hs[0], cs[0] = h0, c0
     if keep is None:
         h_in, c_in = hs[:-1], cs[:-1]  # views: each step starts from the previous one's state
     else:
         keep = keep.astype(dtype, copy=False)[:, :, None]
-        h_in, c_in = xp.empty((T, N, H), dtype=dtype), xp.empty((T, N, H), dtype=dtype)
-    tanh_c = xp.empty((T, N, H), dtype=dtype)
-    ig = xp.empty((N, H), dtype=dtype)
+        h_in, c_in = ws.array(xp, "h_in", (T, N, H), dtype), ws.array(xp, "c_in", (T, N, H), dtype)
+    tanh_c = ws.array(xp, "tanh_c", (T, N, H), dtype)
+    ig = ws.array(xp, "ig", (N, H), dtype)
+    hWh = ws.array(xp, "hWh", (N, 4 * H), dtype)
     for t in range(T):
         if keep is not None:
             xp.multiply(hs[t], keep[t], out=h_in[t])
             xp.multiply(cs[t], keep[t], out=c_in[t])
         a = ifgo[t]  # (N, 4H), overwritten in place by the activated gates
-        a += h_in[t] @ Wh_scaled
+        a += xp.matmul(h_in[t], Wh_scaled, out=hWh)
         xp.tanh(a, out=a)
         a *= scale
         a += shift
@@ -176,39 +190,46 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, *, keep=None):
         cs[t + 1] += ig
         xp.tanh(cs[t + 1], out=tanh_c[t])
         xp.multiply(o, tanh_c[t], out=hs[t + 1])  # h_t = o * tanh(c_t)
-    return hs[1:], cs[T], LSTMCache(x, hs, cs, h_in, c_in, ifgo, tanh_c, keep, Wx, Wh)
+    return hs[1:], cs[T], LSTMCache(x, hs, cs, h_in, c_in, ifgo, tanh_c, keep, Wx, Wh, ws)
 
 
-def lstm_backward(dhs, dcT, cache):
+def lstm_backward(dhs, dcT, cache, *, input_grad=True, out=None):
     """Gradients ``(dx, dh0, dc0, dWx, dWh, db)`` through all T steps.
 
     dhs (T, N, H): every gradient arriving at the hidden states from outside the
     recurrence (output losses; a gradient injected at the last state is added to
     ``dhs[-1]``). dcT (N, H): the gradient arriving at the final cell state, or None.
     dh0 and dc0 are the gradients w.r.t. h0 and c0 as passed in (before ``keep[0]``).
+
+    ``input_grad=False``: skip dx (returned as None; its (T*N, 4H) @ (4H, D) product
+    is wasted when x is data). ``out``: optional ``(dWx, dWh, db)`` arrays the weight
+    gradients are written into (e.g. views of a flat gradient buffer) and returned.
+    The other results live in the forward's workspace (see :func:`lstm_forward`).
     """
     xp = get_xp(dhs, dcT)
-    x, hs, cs, h_in, c_in, ifgo, tanh_c, keep, Wx, Wh = cache
+    x, hs, cs, h_in, c_in, ifgo, tanh_c, keep, Wx, Wh, ws = cache
     T, N, D = x.shape
     H = hs.shape[2]
     if dhs.shape != (T, N, H):
         raise ValueError(f"dhs must have the shape of hs, (T, N, H) = {(T, N, H)}, got {dhs.shape}")
+    dtype = ifgo.dtype
     # Each gate's derivative w.r.t. its pre-activation, all steps at once (T, N, 4H):
     # sigmoid' = s (1 - s) on i, f, o; tanh' = 1 - g^2 on g.
-    deriv = 1.0 - ifgo
+    deriv = xp.subtract(1.0, ifgo, out=ws.array(xp, "deriv", ifgo.shape, dtype))
     deriv *= ifgo
     g_all, d_g = ifgo[:, :, 2 * H:3 * H], deriv[:, :, 2 * H:3 * H]
     xp.multiply(g_all, g_all, out=d_g)
     xp.subtract(1.0, d_g, out=d_g)
     # dc_t/dh_t through h = o * tanh(c): o * (1 - tanh(c)^2), all steps at once (T, N, H)
-    o_dtanh = tanh_c * tanh_c
+    o_dtanh = xp.multiply(tanh_c, tanh_c, out=ws.array(xp, "o_dtanh", tanh_c.shape, dtype))
     xp.subtract(1.0, o_dtanh, out=o_dtanh)
     o_dtanh *= ifgo[:, :, 3 * H:]
-    da = xp.empty_like(ifgo)
+    da = ws.array(xp, "da", ifgo.shape, dtype)
+    dh_sum, dc_t, dc_buf, dh_buf = (ws.array(xp, name, (N, H), dtype) for name in ("dh_sum", "dc_t", "dc", "dh"))
     dh, dc = None, dcT  # gradients reaching h_t and c_t from step t+1 (None: nothing arrives)
     for t in reversed(range(T)):
-        dh_t = dhs[t] if dh is None else dhs[t] + dh
-        dc_t = dh_t * o_dtanh[t]
+        dh_t = dhs[t] if dh is None else xp.add(dhs[t], dh, out=dh_sum)
+        xp.multiply(dh_t, o_dtanh[t], out=dc_t)
         if dc is not None:
             dc_t += dc
         gates, d = ifgo[t], da[t]
@@ -217,14 +238,17 @@ def lstm_backward(dhs, dcT, cache):
         xp.multiply(dc_t, gates[:, :H], out=d[:, 2 * H:3 * H])  # dL/dg = dc i
         xp.multiply(dh_t, tanh_c[t], out=d[:, 3 * H:])  # h = o tanh(c): dL/do = dh tanh(c)
         d *= deriv[t]  # through the gate nonlinearities to the pre-activation a_t
-        dc = dc_t * gates[:, H:2 * H]  # c_prev reaches c only through f * c_prev
-        dh = d @ Wh.T  # h_{t-1} enters a_t through Wh: (N, 4H) @ (4H, H)
+        dc = xp.multiply(dc_t, gates[:, H:2 * H], out=dc_buf)  # c_prev reaches c only through f * c_prev
+        dh = xp.matmul(d, Wh.T, out=dh_buf)  # h_{t-1} enters a_t through Wh: (N, 4H) @ (4H, H)
         if keep is not None:  # the step started from keep * state: a reset row passes nothing back
             dh *= keep[t]
             dc *= keep[t]
     da2 = da.reshape(T * N, 4 * H)
-    dx = (da2 @ Wx.T).reshape(T, N, D)  # every step's input gradient in one product
-    dWx = x.reshape(T * N, D).T @ da2  # summed over steps and batch: (D, T*N) @ (T*N, 4H)
-    dWh = h_in.reshape(T * N, H).T @ da2  # the hidden state entering every step, stacked
-    db = da2.sum(axis=0)
+    dx = None
+    if input_grad:  # every step's input gradient in one product
+        dx = xp.matmul(da2, Wx.T, out=ws.array(xp, "dx", (T * N, D), dtype)).reshape(T, N, D)
+    dWx, dWh, db = out if out is not None else (xp.empty_like(Wx), xp.empty_like(Wh), xp.empty(4 * H, dtype))
+    xp.matmul(x.reshape(T * N, D).T, da2, out=dWx)  # summed over steps and batch: (D, T*N) @ (T*N, 4H)
+    xp.matmul(h_in.reshape(T * N, H).T, da2, out=dWh)  # the hidden state entering every step, stacked
+    da2.sum(axis=0, out=db)
     return dx, dh, dc, dWx, dWh, db

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minidni.backend import to_device
+from minidni.backend import get_xp, to_device
 from minidni.functional.linear import linear_backward, linear_forward, linear_param_grads
 from minidni.layers.base import Layer, check_positive_int, init_weight
 
@@ -32,10 +32,20 @@ class Linear(Layer):
         dx, dW, db = linear_backward(dy, cache)
         return dx, {"W": dW, "b": db}
 
-    def param_grads(self, dy, cache) -> dict:
-        """:meth:`backward`'s ``{"W", "b"}`` without ``dx``, for a layer whose input gradient nobody needs."""
-        dW, db = linear_param_grads(dy, cache)
-        return {"W": dW, "b": db}
+    def param_grads(self, dy, cache, *, out: dict | None = None) -> dict:
+        """:meth:`backward`'s ``{"W", "b"}`` without ``dx``, for a layer whose input gradient nobody needs.
+
+        ``out``: a dict like ``params`` (e.g. views of a flat gradient buffer) that the
+        gradients are written into, without temporaries, and returned.
+        """
+        if out is None:
+            dW, db = linear_param_grads(dy, cache)
+            return {"W": dW, "b": db}
+        x, _ = cache
+        xp = get_xp(x, dy)
+        xp.matmul(x.T, dy, out=out["W"])  # linear_param_grads' x^T dy, written in place
+        dy.sum(axis=0, out=out["b"])
+        return out
 
     def __repr__(self) -> str:
         return f"Linear({self.in_dim}, {self.out_dim})"

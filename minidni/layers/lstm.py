@@ -56,7 +56,7 @@ class LSTM(Layer):
         shape = (batch, self.hidden)
         return xp.zeros(shape, self.params["Wh"].dtype), xp.zeros(shape, self.params["Wh"].dtype)
 
-    def forward(self, x, state=None, *, keep=None):
+    def forward(self, x, state=None, *, keep=None, workspace=None):
         """x (T, N, input_dim), state ``(h0, c0)`` (N, H) each or None (zeros) -> ``((hs, cT), cache)``.
 
         ``hs`` (T, N, H) are the hidden states after each step, ``cT`` (N, H) the
@@ -64,6 +64,8 @@ class LSTM(Layer):
         the cache: read them, do not write into them. ``keep`` (T, N), optional:
         a 0 at ``keep[t, n]`` resets row n's state to zero before step t (a new
         episode), cutting the gradient there too (see :func:`minidni.functional.lstm_forward`).
+        ``workspace``: a :class:`minidni.workspace.Workspace` whose arrays this call and
+        its backward reuse (the next call with it overwrites this one's results).
         """
         if x.ndim != 3 or x.shape[2] != self.input_dim:
             raise ValueError(f"LSTM({self.input_dim}, {self.hidden}) expects x of shape (T, N, {self.input_dim}), "
@@ -73,12 +75,17 @@ class LSTM(Layer):
             raise ValueError(f"state must be (h0, c0), each of shape (N, H) = {(x.shape[1], self.hidden)}, "
                              f"got {h0.shape} and {c0.shape}")
         p = self.params
-        hs, cT, cache = lstm_forward(x, h0, c0, p["Wx"], p["Wh"], p["b"], keep=keep)
+        hs, cT, cache = lstm_forward(x, h0, c0, p["Wx"], p["Wh"], p["b"], keep=keep, workspace=workspace)
         return (hs, cT), cache
 
-    def backward(self, dhs, dcT, cache):
-        """dhs (T, N, H), dcT (N, H) or None -> ``(dx (T, N, D), dh0 (N, H), dc0 (N, H), grads)``."""
-        dx, dh0, dc0, dWx, dWh, db = lstm_backward(dhs, dcT, cache)
+    def backward(self, dhs, dcT, cache, *, input_grad: bool = True, out: dict | None = None):
+        """dhs (T, N, H), dcT (N, H) or None -> ``(dx (T, N, D), dh0 (N, H), dc0 (N, H), grads)``.
+
+        ``input_grad=False`` skips dx (None). ``out``: a dict like ``params`` (e.g. views
+        of a flat gradient buffer) that the gradients are written into and returned as.
+        """
+        targets = None if out is None else (out["Wx"], out["Wh"], out["b"])
+        dx, dh0, dc0, dWx, dWh, db = lstm_backward(dhs, dcT, cache, input_grad=input_grad, out=targets)
         return dx, dh0, dc0, {"Wx": dWx, "Wh": dWh, "b": db}
 
     def __repr__(self) -> str:
