@@ -533,7 +533,8 @@ def _main(task: str, argv: Sequence[str] | None) -> int:
 
             data = load_ptb_chars(args.data_dir, verify=args.verify)
             _check_ptb_T(args, data)
-        prepare_out_dir(args.out)
+        if not args.resume:  # (a resume needs the folder with its checkpoint: run() says so if it is missing)
+            prepare_out_dir(args.out)
         run(args, task, data, parser.prog)
         return 0
 
