@@ -117,7 +117,8 @@ def make_parser(task: str) -> argparse.ArgumentParser:
                    help="windows between logs, divergence checks and SG diagnostics")
     p.add_argument("--checkpoint-every", type=positive_int, default=1000, help="windows between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
+                   help="show a progress bar (default: when stderr is a terminal)")
     if task == "ptb":
         p.add_argument("--eval-every", type=positive_int, default=500, help="windows between validation evaluations")
         p.add_argument("--patience", type=positive_int, default=5,
