@@ -98,7 +98,8 @@ def make_parser(dataset: str) -> argparse.ArgumentParser:
                    help="steps between logged losses, divergence checks and SG diagnostics")
     p.add_argument("--log-sg", action=argparse.BooleanOptionalAction, default=True,
                    help="log cos(synthetic, true gradient) per synthesizer (a diagnostic backprop pass)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
+                   help="show a progress bar (default: when stderr is a terminal)")
     add_common_args(p, default_out=f"runs/{dataset}")
     return p
 
