@@ -10,6 +10,7 @@ Tolerances: float32 forward ~1e-5, training (several steps of Adam) ~1e-4 relati
 from __future__ import annotations
 
 import json
+import sys
 from collections import namedtuple
 
 import numpy as np
@@ -320,3 +321,74 @@ def test_feedforward_steps_do_not_sync_between_logs_and_evals(standin_cupy, monk
     events = strict_cupy.SYNCS.events
     assert any(e.step == 4 for e in events), "no sync at a log: the stamping is broken"
     assert not [e for e in events if e.step not in allowed], _budget_report(events, allowed)
+
+
+# -- python -m minidni.bench gpu: its no-GPU path and its plan (it runs only where a GPU is) ----------
+def _fake_nvidia_smi(folder, listing: str, code: int = 0):
+    script = folder / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\n[ \"$1\" = -L ] && {{ printf '%s\\n' '{listing}'; exit {code}; }}\n"
+                      "echo '| NVIDIA-SMI 550.54  Driver Version: 550.54  CUDA Version: 12.4 |'\n")
+    script.chmod(0o755)
+
+
+@pytest.mark.parametrize("smi", [None, "NVIDIA-SMI has failed because it couldn't communicate with the driver"])
+def test_gpu_check_without_a_gpu_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, smi):
+    from minidni.bench import gpu  # noqa: PLC0415
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    if smi is not None:
+        _fake_nvidia_smi(tmp_path, smi, code=9)
+    assert gpu.main(["--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no NVIDIA GPU on this machine" in err
+    assert ("nvidia-smi not found" in err) == (smi is None)
+    assert not (tmp_path / "out").exists()  # nothing was started
+
+
+def test_gpu_check_finds_the_gpu_and_the_cupy_wheel_for_its_cuda(tmp_path, monkeypatch):
+    from minidni.bench import gpu  # noqa: PLC0415
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    _fake_nvidia_smi(tmp_path, "GPU 0: NVIDIA H200 (UUID: GPU-0)")
+    assert gpu.nvidia_gpus() == (["GPU 0: NVIDIA H200 (UUID: GPU-0)"], "12.4")
+    assert gpu.cupy_requirement("12.4") == "cupy-cuda12x>=13"  # the gpu extra of pyproject.toml
+    assert gpu.cupy_requirement("13.0") == "cupy-cuda13x>=13"  # gpu-cuda13
+
+
+def test_gpu_check_plan_runs_everything_on_cupy_inside_the_budget(tmp_path):
+    from minidni.bench import gpu  # noqa: PLC0415
+
+    full = gpu.plan(tmp_path, python="py", install="cupy-cuda12x>=13", tests_dir=tmp_path / "tests",
+                    torch_help="usage: ... [--device {cpu,cuda}] [--out OUT]")
+    assert [s.name for s in full] == ["install", "device", "tests", "copy", "bench-layers", "bench-recurrent",
+                                      "bench-feedforward", "bench-torch"]
+    by_name = {s.name: s.argv for s in full}
+    assert by_name["install"] == ["py", "-m", "pip", "install", "cupy-cuda12x>=13"]
+    assert by_name["tests"][:6] == ["py", "-m", "pytest", "-q", "-m", "cupy"]
+    assert by_name["copy"][:6] == ["py", "-m", "minidni.run", "copy", "--backend", "cupy"]
+    for name in ("bench-layers", "bench-recurrent", "bench-feedforward"):
+        assert by_name[name][4:6] == ["--backend", "cupy"] and by_name[name][-2:] == ["--out", str(
+            tmp_path / f"bench_{name[6:]}.json")]
+    assert "--device" in by_name["bench-torch"] and "cuda" in by_name["bench-torch"]
+    assert all(str(tmp_path) in " ".join(argv) for name, argv in by_name.items() if name not in ("install", "device"))
+    bare = gpu.plan(tmp_path, python="py", install=None, tests_dir=None, torch_help=None)
+    assert [s.name for s in bare] == ["device", "copy", "bench-layers", "bench-recurrent", "bench-feedforward"]
+    assert "--quick" in gpu.plan(tmp_path, python="py", install=None, tests_dir=None, torch_help=None,
+                                 quick=True)[2].argv
+
+
+def test_gpu_check_records_every_step_and_skips_what_the_budget_cannot_fit(tmp_path, monkeypatch, capsys):
+    from minidni.bench import gpu  # noqa: PLC0415
+
+    monkeypatch.setattr(gpu, "nvidia_gpus", lambda: (["GPU 0: fake"], "12.4"))
+    py = sys.executable
+    steps = [gpu.Step("ok", [py, "-c", "print('hello')"], 30), gpu.Step("fails", [py, "-c", "raise SystemExit(3)"], 30),
+             gpu.Step("slow", [py, "-c", "import time; time.sleep(30)"], 2), gpu.Step("late", [py, "-c", "0"], 30)]
+    monkeypatch.setattr(gpu, "plan", lambda out, **kw: steps)
+    assert gpu.main(["--out", str(tmp_path), "--budget", "11"]) == 1  # after "slow" (2 s) under 10 s are left
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    status = {s["name"]: s["status"] for s in report["steps"]}
+    assert status["ok"] == "ok" and status["fails"] == "failed" and status["late"].startswith("skipped")
+    assert status["slow"] == "timed out after 2 s"
+    assert (tmp_path / "logs" / "ok.log").read_text() == "hello\n" and report["gpus"] == ["GPU 0: fake"]
+    assert "1 of 4 steps ok" in capsys.readouterr().out
