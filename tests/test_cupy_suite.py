@@ -360,8 +360,8 @@ def test_gpu_check_plan_runs_everything_on_cupy_inside_the_budget(tmp_path):
 
     full = gpu.plan(tmp_path, python="py", install="cupy-cuda12x>=13", tests_dir=tmp_path / "tests",
                     torch_help="usage: ... [--device {cpu,cuda}] [--out OUT]")
-    assert [s.name for s in full] == ["install", "device", "tests", "copy", "bench-layers", "bench-recurrent",
-                                      "bench-feedforward", "bench-torch"]
+    assert [s.name for s in full] == ["install", "device", "tests", "bench-layers", "bench-recurrent",
+                                      "bench-feedforward", "bench-torch", "copy"]
     by_name = {s.name: s.argv for s in full}
     assert by_name["install"] == ["py", "-m", "pip", "install", "cupy-cuda12x>=13"]
     assert by_name["tests"][:6] == ["py", "-m", "pytest", "-q", "-m", "cupy"]
@@ -372,9 +372,9 @@ def test_gpu_check_plan_runs_everything_on_cupy_inside_the_budget(tmp_path):
     assert "--device" in by_name["bench-torch"] and "cuda" in by_name["bench-torch"]
     assert all(str(tmp_path) in " ".join(argv) for name, argv in by_name.items() if name not in ("install", "device"))
     bare = gpu.plan(tmp_path, python="py", install=None, tests_dir=None, torch_help=None)
-    assert [s.name for s in bare] == ["device", "copy", "bench-layers", "bench-recurrent", "bench-feedforward"]
+    assert [s.name for s in bare] == ["device", "bench-layers", "bench-recurrent", "bench-feedforward", "copy"]
     assert "--quick" in gpu.plan(tmp_path, python="py", install=None, tests_dir=None, torch_help=None,
-                                 quick=True)[2].argv
+                                 quick=True)[1].argv
 
 
 def test_gpu_check_records_every_step_and_skips_what_the_budget_cannot_fit(tmp_path, monkeypatch, capsys):

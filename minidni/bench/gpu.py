@@ -10,10 +10,12 @@ longer fits is recorded as skipped, never silently dropped):
 2. ``device``: ``set_backend("cupy")`` and the device's name and memory;
 3. ``tests``: ``pytest -m cupy`` on the checkout's ``tests/`` (the CuPy suite on real CuPy),
    with a JUnit XML report;
-4. ``copy``: the main job, ``python -m minidni.run copy --backend cupy`` (its outputs in DIR/copy);
-5. ``bench-layers``, ``bench-recurrent``, ``bench-feedforward``: the benchmarks with
+4. ``bench-layers``, ``bench-recurrent``, ``bench-feedforward``: the benchmarks with
    ``--backend cupy``, JSON in DIR;
-6. ``bench-torch``: the PyTorch CUDA comparison, if ``python -m minidni.bench torch`` exists.
+5. ``bench-torch``: the PyTorch CUDA comparison, if ``python -m minidni.bench torch`` exists;
+6. ``copy``: the main job, ``python -m minidni.run copy --backend cupy`` (outputs in DIR/copy),
+   last because its time on a GPU is the least known: it gets what the budget has left, and
+   if that is not enough its checkpoints (every 1000 windows) stay in DIR/copy.
 
 Writes ``DIR/logs/<step>.log`` (stdout and stderr of each step), ``DIR/gpu_check.json``
 (the GPU as ``nvidia-smi`` names it, each step's command, exit code, seconds and
@@ -103,8 +105,6 @@ def plan(out: Path, *, python: str, install: str | None, tests_dir: Path | None,
         steps.append(Step("tests", [python, "-m", "pytest", "-q", "-m", "cupy", "-p", "no:cacheprovider",
                                     "--continue-on-collection-errors",
                                     f"--junitxml={out / 'tests.xml'}", str(tests_dir)], 150))
-    copy = [python, "-m", "minidni.run", "copy", "--backend", "cupy", "--no-progress", "--out", str(out / "copy")]
-    steps.append(Step("copy", copy + (["--steps", "40", "--hidden", "16"] if quick else []), 200))
     quick_flag = ["--quick"] if quick else []
     for name in ("layers", "recurrent"):
         steps.append(Step(f"bench-{name}", [python, "-m", "minidni.bench", name, "--backend", "cupy", *quick_flag,
@@ -117,6 +117,9 @@ def plan(out: Path, *, python: str, install: str | None, tests_dir: Path | None,
                   ["--backend", "cupy"] if "--backend" in torch_help else [])
         steps.append(Step("bench-torch", [python, "-m", "minidni.bench", "torch", *device, *quick_flag,
                                           "--out", str(out / "bench_torch.json")], 90))
+    # last: the longest and least predictable (20000 windows per mode); it gets what the budget has left
+    copy = [python, "-m", "minidni.run", "copy", "--backend", "cupy", "--no-progress", "--out", str(out / "copy")]
+    steps.append(Step("copy", copy + (["--steps", "40", "--hidden", "16"] if quick else []), 300))
     return steps
 
 
