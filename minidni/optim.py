@@ -16,7 +16,8 @@ bias correction ``p -= lr m_hat / (sqrt(v_hat) + eps)``.
 :class:`FlatSGD` and :class:`FlatAdam` do the same arithmetic, in the same order,
 over the whole flat buffers of a :class:`minidni.flat.FlatParams` (a few in-place
 operations with preallocated scratch, no temporaries per step), so their results
-are bit-identical to the reference's (``tests/test_flat_params.py``).
+are bit-identical to the reference's (``tests/test_flat_params.py``); on the CuPy
+backend :class:`FlatAdam` is one fused elementwise kernel (:mod:`minidni.kernels`).
 
     >>> flat = FlatParams({"net": net})
     >>> opt = FlatAdam(flat, lr=1e-3)
@@ -29,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from minidni import kernels
 from minidni.backend import get_xp
 
 __all__ = ["Optimizer", "SGD", "Adam", "FlatSGD", "FlatAdam", "clip_by_global_norm", "StepDecay"]
@@ -170,8 +172,9 @@ class FlatSGD(_Flat, SGD):
 class FlatAdam(_Flat, Adam):
     """:class:`Adam` over the flat buffers of ``flat`` (a :class:`minidni.flat.FlatParams`).
 
-    The reference's operations in the same order on whole buffers, with two
-    preallocated scratch buffers, so bit-identical to :class:`Adam`.
+    NumPy: the reference's operations in the same order on whole buffers, with two
+    preallocated scratch buffers, so bit-identical to :class:`Adam`. CuPy: one fused
+    elementwise kernel per buffer (:mod:`minidni.kernels`), equal to float rounding.
     ``step(grads=None)`` as :class:`FlatSGD`'s.
     """
 
@@ -188,6 +191,11 @@ class FlatAdam(_Flat, Adam):
         correction1 = 1.0 - b1 ** self.t
         correction2 = 1.0 - b2 ** self.t
         buffers = zip(self.flat.params.buffers, self.flat.grads.buffers, self.m.buffers, self.v.buffers, self._scratch)
+        if kernels.available(xp):  # CuPy: the whole update as one fused kernel per buffer
+            for p, g, m, v, _ in buffers:
+                kernels.adam_update(xp, p, g, m, v, b1=b1, b2=b2, lr_c1=self.lr / correction1,
+                                    sqrt_c2=math.sqrt(correction2), eps=self.eps)
+            return
         for p, g, m, v, (s, t) in buffers:
             m *= b1
             xp.multiply(g, 1.0 - b1, out=s)

@@ -8,6 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from minidni import backend
 from minidni.backend import to_numpy
 from minidni.flat import ALIGN, FlatParams
 from minidni.functional.lstm import lstm_backward, lstm_forward
@@ -231,3 +232,32 @@ def test_a_steady_state_training_window_allocates_little(mode):
     gate_bytes = T * B * 4 * H * 4
     assert peak < 3 * gate_bytes, f"{peak} bytes allocated in a window (a gate array is {gate_bytes})"
     assert tr.collect_diagnostics()["windows"] == 4
+
+
+# -- fused CuPy kernels (minidni.kernels) against the NumPy reference ------------------------------
+@pytest.mark.skipif(not backend.cupy_available(), reason="fused CuPy kernels: CuPy is not installed or no NVIDIA GPU is visible")
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-4), (np.float64, 1e-11)])
+@pytest.mark.parametrize("with_keep", [False, True])
+def test_fused_cupy_lstm_kernels_match_the_numpy_path(dtype, rtol, with_keep):
+    from minidni import kernels
+
+    cp = backend.set_backend("cupy")
+    assert kernels.available(cp)
+    rng = np.random.default_rng(4)
+    T, N, D, H = 5, 16, 7, 32
+    host = {"x": rng.standard_normal((T, N, D)), "h0": rng.standard_normal((N, H)),
+            "c0": rng.standard_normal((N, H)), "Wx": rng.standard_normal((D, 4 * H)) * 0.4,
+            "Wh": rng.standard_normal((H, 4 * H)) * 0.3, "b": rng.standard_normal(4 * H),
+            "dhs": rng.standard_normal((T, N, H)), "dcT": rng.standard_normal((N, H))}
+    host = {k: v.astype(dtype) for k, v in host.items()}
+    keep = (rng.random((T, N)) > 0.3).astype(dtype) if with_keep else None
+    results = []
+    for xp in (np, cp):
+        a = {k: backend.to_device(v, xp) for k, v in host.items()}
+        k = None if keep is None else backend.to_device(keep, xp)
+        hs, cT, cache = lstm_forward(a["x"], a["h0"], a["c0"], a["Wx"], a["Wh"], a["b"], keep=k, workspace=Workspace())
+        forward = [to_numpy(hs).copy(), to_numpy(cT).copy(), to_numpy(cache.ifgo).copy()]
+        results.append(forward + [to_numpy(g) for g in lstm_backward(a["dhs"], a["dcT"], cache)])
+    names = ["hs", "cT", "gates", "dx", "dh0", "dc0", "dWx", "dWh", "db"]
+    for name, ref, got in zip(names, *results):
+        np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol, err_msg=name)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from minidni import backend
 from minidni.backend import get_xp, to_numpy
 from minidni.layers import Linear
 from minidni.optim import SGD, Adam, StepDecay, clip_by_global_norm
@@ -129,3 +130,28 @@ def test_step_decay():
         StepDecay(0.1, milestones=[10], gamma=0.0)
     with pytest.raises(ValueError, match="step must be 0 or more"):
         schedule(-1)
+
+
+@pytest.mark.skipif(not backend.cupy_available(), reason="fused CuPy kernel: CuPy is not installed or no NVIDIA GPU is visible")
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-12)])
+def test_fused_cupy_adam_kernel_matches_the_numpy_reference(dtype, rtol):
+    """On CuPy FlatAdam is one ElementwiseKernel per buffer; over many steps it follows the per-tensor NumPy Adam."""
+    from minidni import kernels
+    from minidni.flat import FlatParams
+    from minidni.optim import FlatAdam
+
+    cp = backend.set_backend("cupy")
+    assert kernels.available(cp)
+    layers = {"a": Linear(6, 5, rng=np.random.default_rng(0), dtype=dtype),
+              "b": Linear(5, 3, rng=np.random.default_rng(1), dtype=dtype)}
+    ref_params = {f"{n}.{k}": to_numpy(v).copy() for n, layer in layers.items() for k, v in layer.params.items()}
+    flat = FlatParams(layers)
+    ref, fused = Adam(ref_params, lr=1e-2), FlatAdam(flat, lr=1e-2)
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        grads = {k: rng.standard_normal(p.shape).astype(dtype) for k, p in ref_params.items()}
+        ref.step(grads)
+        fused.step({k: cp.asarray(g) for k, g in grads.items()})
+    for k, p in ref_params.items():
+        np.testing.assert_allclose(to_numpy(flat.params[k]), p, rtol=rtol, atol=rtol * 1e-2, err_msg=k)
+        np.testing.assert_allclose(to_numpy(fused.v[k]), ref.v[k], rtol=rtol, err_msg=k)

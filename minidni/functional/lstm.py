@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from minidni import kernels
 from minidni.backend import get_xp
 from minidni.workspace import Workspace
 
@@ -175,12 +176,17 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, *, keep=None, workspace=None):
     tanh_c = ws.array(xp, "tanh_c", (T, N, H), dtype)
     ig = ws.array(xp, "ig", (N, H), dtype)
     hWh = ws.array(xp, "hWh", (N, 4 * H), dtype)
+    fused = kernels.available(xp)  # CuPy: the cell's elementwise work as one kernel per step
     for t in range(T):
         if keep is not None:
             xp.multiply(hs[t], keep[t], out=h_in[t])
             xp.multiply(cs[t], keep[t], out=c_in[t])
         a = ifgo[t]  # (N, 4H), overwritten in place by the activated gates
-        a += xp.matmul(h_in[t], Wh_scaled, out=hWh)
+        xp.matmul(h_in[t], Wh_scaled, out=hWh)
+        if fused:
+            kernels.lstm_cell_forward(xp, a, hWh, c_in[t], cs[t + 1], tanh_c[t], hs[t + 1])
+            continue
+        a += hWh
         xp.tanh(a, out=a)
         a *= scale
         a += shift
@@ -213,6 +219,27 @@ def lstm_backward(dhs, dcT, cache, *, input_grad=True, out=None):
     if dhs.shape != (T, N, H):
         raise ValueError(f"dhs must have the shape of hs, (T, N, H) = {(T, N, H)}, got {dhs.shape}")
     dtype = ifgo.dtype
+    da = ws.array(xp, "da", ifgo.shape, dtype)
+    if kernels.available(xp):
+        dh, dc = _backward_steps_fused(xp, dhs, dcT, cache, da)
+    else:
+        dh, dc = _backward_steps(xp, dhs, dcT, cache, da)
+    da2 = da.reshape(T * N, 4 * H)
+    dx = None
+    if input_grad:  # every step's input gradient in one product
+        dx = xp.matmul(da2, Wx.T, out=ws.array(xp, "dx", (T * N, D), dtype)).reshape(T, N, D)
+    dWx, dWh, db = out if out is not None else (xp.empty_like(Wx), xp.empty_like(Wh), xp.empty(4 * H, dtype))
+    xp.matmul(x.reshape(T * N, D).T, da2, out=dWx)  # summed over steps and batch: (D, T*N) @ (T*N, 4H)
+    xp.matmul(h_in.reshape(T * N, H).T, da2, out=dWh)  # the hidden state entering every step, stacked
+    da2.sum(axis=0, out=db)
+    return dx, dh, dc, dWx, dWh, db
+
+
+def _backward_steps(xp, dhs, dcT, cache, da):
+    """The time loop of :func:`lstm_backward`: fills ``da`` (T, N, 4H); returns (dh0, dc0)."""
+    x, hs, cs, h_in, c_in, ifgo, tanh_c, keep, Wx, Wh, ws = cache
+    T, N, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+    dtype = ifgo.dtype
     # Each gate's derivative w.r.t. its pre-activation, all steps at once (T, N, 4H):
     # sigmoid' = s (1 - s) on i, f, o; tanh' = 1 - g^2 on g.
     deriv = xp.subtract(1.0, ifgo, out=ws.array(xp, "deriv", ifgo.shape, dtype))
@@ -224,7 +251,6 @@ def lstm_backward(dhs, dcT, cache, *, input_grad=True, out=None):
     o_dtanh = xp.multiply(tanh_c, tanh_c, out=ws.array(xp, "o_dtanh", tanh_c.shape, dtype))
     xp.subtract(1.0, o_dtanh, out=o_dtanh)
     o_dtanh *= ifgo[:, :, 3 * H:]
-    da = ws.array(xp, "da", ifgo.shape, dtype)
     dh_sum, dc_t, dc_buf, dh_buf = (ws.array(xp, name, (N, H), dtype) for name in ("dh_sum", "dc_t", "dc", "dh"))
     dh, dc = None, dcT  # gradients reaching h_t and c_t from step t+1 (None: nothing arrives)
     for t in reversed(range(T)):
@@ -243,12 +269,25 @@ def lstm_backward(dhs, dcT, cache, *, input_grad=True, out=None):
         if keep is not None:  # the step started from keep * state: a reset row passes nothing back
             dh *= keep[t]
             dc *= keep[t]
-    da2 = da.reshape(T * N, 4 * H)
-    dx = None
-    if input_grad:  # every step's input gradient in one product
-        dx = xp.matmul(da2, Wx.T, out=ws.array(xp, "dx", (T * N, D), dtype)).reshape(T, N, D)
-    dWx, dWh, db = out if out is not None else (xp.empty_like(Wx), xp.empty_like(Wh), xp.empty(4 * H, dtype))
-    xp.matmul(x.reshape(T * N, D).T, da2, out=dWx)  # summed over steps and batch: (D, T*N) @ (T*N, 4H)
-    xp.matmul(h_in.reshape(T * N, H).T, da2, out=dWh)  # the hidden state entering every step, stacked
-    da2.sum(axis=0, out=db)
-    return dx, dh, dc, dWx, dWh, db
+    return dh, dc
+
+
+def _backward_steps_fused(xp, dhs, dcT, cache, da):
+    """:func:`_backward_steps` with each step's elementwise work as one CuPy kernel (:mod:`minidni.kernels`)."""
+    x, hs, cs, h_in, c_in, ifgo, tanh_c, keep, Wx, Wh, ws = cache
+    T, N, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+    dtype = ifgo.dtype
+    zeros = ws.array(xp, "zeros", (N, H), dtype)
+    zeros.fill(0)
+    dh_buf = ws.array(xp, "dh", (N, H), dtype)
+    dc_bufs = ws.array(xp, "dc", (N, H), dtype), ws.array(xp, "dc_t", (N, H), dtype)  # alternate: read one, write one
+    dh, dc = zeros, zeros if dcT is None else dcT
+    for t in reversed(range(T)):
+        dc_prev = dc_bufs[t % 2]
+        kernels.lstm_cell_backward(xp, dhs[t], dh, dc, c_in[t], tanh_c[t], ifgo[t], da[t], dc_prev)
+        dh = xp.matmul(da[t], Wh.T, out=dh_buf)  # h_{t-1} enters a_t through Wh: (N, 4H) @ (4H, H)
+        dc = dc_prev
+        if keep is not None:  # a reset row passes nothing back
+            dh *= keep[t]
+            dc *= keep[t]
+    return dh, dc
