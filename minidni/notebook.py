@@ -144,17 +144,26 @@ def _update_probability(i, n, p, method):
     return p ** (n - i + 1) if method == "bprop" else p
 
 
-def _sg_injection(dhs, p, sg_scale):
-    """03: dhs (T, B, H) and M's per-example p (B, 2H) -> (dhs with sigma p_h / B added at the end, dcT)."""
-    B, H = p.shape[0], dhs.shape[2]
-    out = dhs.copy()
-    out[-1] += sg_scale * p[:, :H] / B
-    return out, sg_scale * p[:, H:] / B
+def _aux_gradient(h1, A, a, p, lam):
+    """03: L_aux = lam / (2B) |h1 A + a - p|^2 -> d L_aux / d h1 = lam / B (h1 A + a - p) A^T."""
+    return lam / h1.shape[0] * (h1 @ A + a - p) @ A.T
 
 
-def _discounted_future(window_grads, sg_scale):
-    """03: an exact M with scale sigma predicts sum_j sigma^j g_j (g_j: the j-th next window's gradient)."""
-    return sum(sg_scale ** j * g for j, g in enumerate(window_grads))
+def _bootstrapped_target(x1, y1, mask1, state, Wx, Wh, b, Wo, bo, M, m, sigma):
+    """03: window 1 forward from s_T, sigma p / B injected at its end, backward; B [dh0; dc0]."""
+    from minidni import functional as F  # noqa: PLC0415  (only this solution needs the ops)
+    from minidni.dni.recurrent import copy_loss  # noqa: PLC0415
+
+    T, B, _ = x1.shape
+    H = Wh.shape[0]
+    hs, cT, cache = F.lstm_forward(x1, *state, Wx, Wh, b)
+    logits, head_cache = F.linear_forward(hs.reshape(T * B, H), Wo, bo)
+    _, dlogits, _ = copy_loss(logits.reshape(T, B, -1), y1, mask1)
+    dhs = F.linear_backward(dlogits.reshape(T * B, -1), head_cache)[0].reshape(T, B, H)
+    p = np.concatenate([hs[-1], cT], axis=1) @ M + m
+    dhs[-1] += sigma * p[:, :H] / B
+    _, dh0, dc0, *_ = F.lstm_backward(dhs, sigma * p[:, H:] / B, cache)
+    return B * np.concatenate([dh0, dc0], axis=1)
 
 
 def _surrogate_gradient(h, Y, A, B, C):
@@ -173,8 +182,8 @@ SOLUTIONS: dict[str, Callable] = {
     "01.backprop wait": _bprop_calls_before_update,
     "02.linear SG gradient": _linear_sg_grads,
     "02.update probability": _update_probability,
-    "03.SG injection": _sg_injection,
-    "03.discounted future": _discounted_future,
+    "03.aux gradient": _aux_gradient,
+    "03.bootstrapped target": _bootstrapped_target,
     "04.surrogate gradient": _surrogate_gradient,
     "04.surrogate minimiser": _surrogate_minimiser,
 }
