@@ -32,36 +32,29 @@
 # Everything runs on the package: `minidni.dni.Synthesizer` (the SG models), `minidni.layers`,
 # `minidni.optim.Adam`, `minidni.functional` (losses) and `minidni.gradcheck` (finite
 # differences). Set `MINIDNI_FAST=1` for a quick run (fewer steps, larger learning rate, same
-# code): that is what the test suite does.
+# code): that is what the test suite does. `MINIDNI_FIGURE_DIR=folder` saves the figures;
+# `MINIDNI_SOLUTIONS=1` grades the reference solution where one of the two exercises (TODO stubs,
+# graded by the cell after each) is not done yet. The normal mode takes about a minute or two on a
+# laptop CPU. Parameters live on the compute device (a GPU under `MINIDNI_BACKEND=cupy`): host
+# arrays go in through `to_device` and come back for plotting through `to_numpy`.
 
 # %%
-import os
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FuncFormatter
 
 import minidni.functional as F
-from minidni.backend import get_xp, to_device
+from minidni.backend import get_xp, to_device, to_numpy
 from minidni.dni import Synthesizer, mlp_synthesizer
 from minidni.gradcheck import check_pair, numerical_gradient
-from minidni.io import save_figure
 from minidni.layers import Layer, Linear, Sequential
+from minidni.notebook import Notebook
 from minidni.optim import Adam
 
-FAST = os.environ.get("MINIDNI_FAST") == "1"
-ROOT = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "minidni" / "__init__.py").exists())
-FIGURE_DIR = Path(os.environ.get("MINIDNI_FIGURE_DIR", ROOT / "figures"))
-print(f"fast mode: {FAST}; repository: {ROOT}")
-
-
-def show(fig, name):
-    """Display a figure; in full mode (or with MINIDNI_FIGURE_DIR set) also save it as a PNG."""
-    if not FAST or "MINIDNI_FIGURE_DIR" in os.environ:
-        save_figure(fig, FIGURE_DIR / f"notebook_04_{name}.png")
-    plt.show()
+nb = Notebook("04")  # reads MINIDNI_FAST, MINIDNI_FIGURE_DIR, MINIDNI_SOLUTIONS, MINIDNI_DATA
+FAST = nb.fast
 
 
 # %% [markdown]
@@ -85,6 +78,44 @@ def show(fig, name):
 # `mlp_synthesizer(D, hidden=0, conditioned=True, num_classes=K)`: one `Linear` layer on the
 # concatenation $[h, y]$, so its weight matrix is $\begin{bmatrix}A\\B\end{bmatrix}$
 # ($(D + K)\times D$) and its bias is $C$.
+#
+# | symbol | meaning | in the package | shape, units |
+# |---|---|---|---|
+# | $h$ | output of the module below the SG | `module.forward(x)[0]` | $N\times D$ |
+# | $\delta = \partial L/\partial h$ | true gradient | `F.mse(h, y)[1]`, `F.sigmoid_cross_entropy(h, y)[1]` | $N\times D$, batch-mean units |
+# | $M(h, y) = hA + yB + C$ | linear SG, per example | `mlp_synthesizer(D, hidden=0, conditioned=True)`: `0.W` $= [A; B]$, `0.b` $= C$ | $N\times D$, per-example units |
+# | $\hat\delta = M/N$ | what the module receives | `sg.predict(h, labels)[0]` | like $\delta$ |
+# | $L_{SG}$ | quadratic surrogate whose gradient is $M$ | (section 2) | nats (up to a constant and scale) |
+#
+# **The picture**: the module below the SG updates from $\hat\delta = M(h, y)/N$ (purple), as if it
+# descended the surrogate $L_{SG}$; the SG learns by regression onto the true $\delta$ (grey), the
+# gradient of the true loss $L$ that the module itself never uses.
+
+# %%
+def draw_surrogate_schematic(ax):
+    from matplotlib.patches import FancyBboxPatch
+
+    arrow = dict(arrowstyle="-|>", lw=1.6)
+    boxes = {"module": ((0.0, 0.0), "#dbe9f6", "tab:blue", "module\n$h = x\\theta + b$"),
+             "sg": ((3.0, 1.3), "#e8dcf2", "tab:purple", "SG  $M(h, y) = hA + yB + C$"),
+             "loss": ((3.0, -1.3), "#fde0c5", "tab:orange", "true loss $L(h, y)$")}
+    for (xy, fc, ec, text) in boxes.values():
+        ax.add_patch(FancyBboxPatch(xy, 2.6 if ec != "tab:blue" else 1.8, 0.8, boxstyle="round,pad=0.05", fc=fc, ec=ec))
+        ax.text(xy[0] + (1.3 if ec != "tab:blue" else 0.9), xy[1] + 0.4, text, ha="center", va="center", fontsize=9)
+    ax.annotate("", (2.95, 1.6), (1.85, 0.55), arrowprops=dict(arrow, color="tab:blue"))
+    ax.annotate("", (2.95, -0.9), (1.85, 0.25), arrowprops=dict(arrow, color="tab:blue"))
+    ax.text(2.1, 1.25, "$h, y$", color="tab:blue", fontsize=9)
+    ax.annotate("", (1.2, 0.85), (3.2, 1.35), arrowprops=dict(arrow, color="tab:purple", connectionstyle="arc3,rad=0.3"))
+    ax.text(-0.2, 2.2, r"$\hat\delta = M/N$ back to the module: it descends $L_{SG}$", color="tab:purple", fontsize=9)
+    ax.annotate("", (5.0, 1.25), (5.0, -0.45), arrowprops=dict(arrow, color="gray", ls="--"))
+    ax.text(5.15, 0.4, r"target $\delta = \partial L/\partial h$" + "\n(regression only)", color="gray", fontsize=9)
+    ax.set(xlim=(-0.3, 7.0), ylim=(-1.6, 2.5))
+    ax.axis("off")
+
+
+fig, ax = plt.subplots(figsize=(8, 3.4), constrained_layout=True)
+draw_surrogate_schematic(ax)
+nb.show(fig, "schematic")
 
 # %% [markdown]
 # ## 2. A linear SG is the gradient of a quadratic surrogate loss
@@ -151,8 +182,8 @@ def linear_sg(A, B, C):
     """The package's linear cDNI synthesizer with weights [A; B] and bias C (float64)."""
     sg = mlp_synthesizer(A.shape[0], hidden=0, conditioned=True, num_classes=B.shape[0],
                          rng=np.random.default_rng(1), dtype=np.float64)
-    sg.net.params["0.W"][...] = np.vstack([A, B])   # in place: the layer keeps its arrays
-    sg.net.params["0.b"][...] = C
+    sg.net.params["0.W"][...] = to_device(np.vstack([A, B]))   # in place: the layer keeps its arrays
+    sg.net.params["0.b"][...] = to_device(C)
     return sg
 
 
@@ -162,12 +193,29 @@ def surrogate(h, Y, A, B, C):
 
 
 sg = linear_sg(A_sym, B, C)
-delta_hat, _ = sg.predict(h, labels)                                  # (N, D): M(h, y) / N
+delta_hat = to_numpy(sg.predict(*to_device((h, labels)))[0])         # (N, D): M(h, y) / N
 numeric = numerical_gradient(lambda hh: surrogate(hh, Y, A_sym, B, C), h)
 print("package SG, first row:       ", delta_hat[0].round(6))
 print("d surrogate / dh, first row: ", numeric[0].round(6))
 assert np.allclose(numeric, delta_hat, rtol=1e-7, atol=1e-9)
 assert np.allclose(delta_hat, (h @ A_sym + Y @ B + C) / N, rtol=1e-12)
+
+# %% [markdown]
+# **Exercise 1 (the surrogate's gradient for any $A$).** Write $\nabla_h$ of the batch surrogate
+# $\frac1N\sum_n \big[\tfrac12 h_nAh_n^\top + (y_nB + C)h_n^\top\big]$ for a general (not
+# necessarily symmetric) $A$, for the whole batch ($N\times D$). The check compares it with central
+# differences of `surrogate` (`minidni.gradcheck.numerical_gradient`) for random non-symmetric $A$.
+
+# %%
+def surrogate_gradient(h, Y, A, B, C):
+    """grad_h of surrogate(h, Y, A, B, C): h (N, D), Y (N, K), A (D, D), B (K, D), C (D,) -> (N, D)."""
+    # TODO (exercise 1)
+    raise NotImplementedError
+
+
+surrogate_cases = [(rng.standard_normal((N, D)), Y, rng.standard_normal((D, D)), B, C) for _ in range(3)]
+nb.grade("04.surrogate gradient", surrogate_gradient, cases=surrogate_cases, tol=1e-7,
+         against=lambda h_, Y_, A_, B_, C_: numerical_gradient(lambda hh: surrogate(hh, Y_, A_, B_, C_), h_))
 
 # %% [markdown]
 # **Check 2: a non-symmetric $A$.** The surrogate's gradient is now $hS + yB + C$, which misses
@@ -178,7 +226,7 @@ assert np.allclose(delta_hat, (h @ A_sym + Y @ B + C) / N, rtol=1e-12)
 # %%
 S, Kskew = (A0 + A0.T) / 2, (A0 - A0.T) / 2
 sg_ns = linear_sg(A0, B, C)
-delta_ns, _ = sg_ns.predict(h, labels)
+delta_ns = to_numpy(sg_ns.predict(*to_device((h, labels)))[0])
 numeric_ns = numerical_gradient(lambda hh: surrogate(hh, Y, A0, B, C), h)
 assert np.allclose(numeric_ns, (h @ S + Y @ B + C) / N, rtol=1e-7, atol=1e-9)
 assert np.allclose(delta_ns - numeric_ns, h @ Kskew / N, rtol=1e-6, atol=1e-9)
@@ -211,16 +259,17 @@ for name, A in [("symmetric A", A_sym), ("non-symmetric A", A0)]:
 # %%
 x_small = rng.standard_normal((N, 6))
 module = Linear(6, D, rng=rng, dtype=np.float64)
-h_mod, cache = module.forward(x_small)
-delta_mod, _ = sg.predict(h_mod, labels)
-_, grads = module.backward(delta_mod, cache)        # the DNI update direction of the module
+h_mod, cache = module.forward(to_device(x_small))
+delta_mod, _ = sg.predict(h_mod, to_device(labels))
+grads = to_numpy(module.backward(delta_mod, cache)[1])   # the DNI update direction of the module
+b_mod = np.array(to_numpy(module.params["b"]))
 
 
 def surrogate_of_W(W):
-    return surrogate(x_small @ W + module.params["b"], Y, A_sym, B, C)
+    return surrogate(x_small @ W + b_mod, Y, A_sym, B, C)
 
 
-numeric_W = numerical_gradient(surrogate_of_W, module.params["W"].copy())
+numeric_W = numerical_gradient(surrogate_of_W, np.array(to_numpy(module.params["W"])))
 assert np.allclose(numeric_W, grads["W"], rtol=1e-7, atol=1e-9)
 print(f"max |dL_SG/dW (finite differences) - module backward of the SG| = {np.abs(numeric_W - grads['W']).max():.1e}")
 
@@ -311,22 +360,23 @@ h_test = 2 * rng.standard_normal((8, 1))
 y_reg, y_cls = rng.standard_normal((8, 1)), rng.integers(0, 2, (8, 1)).astype(np.float64)
 oracle_lin, oracle_sig = make_sg("linear", 1e-3), make_sg("sigmoid", 1e-3)
 for sg_exact in (oracle_lin, oracle_sig):
-    sg_exact.net.layers[-1].params["W"][...] = [[1.0], [-1.0]]
-pred_lin, _ = oracle_lin.predict(np.concatenate([h_test, y_reg], axis=1))
-pred_sig, _ = oracle_sig.predict(np.concatenate([h_test, y_cls], axis=1))
+    sg_exact.net.layers[-1].params["W"][...] = to_device(np.array([[1.0], [-1.0]]))
+pred_lin = to_numpy(oracle_lin.predict(to_device(np.concatenate([h_test, y_reg], axis=1)))[0])
+pred_sig = to_numpy(oracle_sig.predict(to_device(np.concatenate([h_test, y_cls], axis=1)))[0])
 assert np.allclose(pred_lin, F.mse(h_test, y_reg)[1], rtol=1e-12, atol=1e-15)
 assert np.allclose(pred_sig, F.sigmoid_cross_entropy(h_test, y_cls)[1], rtol=1e-12, atol=1e-15)
 print("an exact linear SG equals the MSE gradient; an exact sigmoid SG equals the log-loss gradient")
 
 # %% [markdown]
-# **The training loop.** Learning rates: Czarnecki et al. used Adam with rate $3\cdot10^{-5}$;
-# the full run here does too, for both the layer and its SG, for 150 000 full-batch steps. The
-# fast run (`MINIDNI_FAST=1`) uses a 100 times larger rate for 100 times fewer steps: Adam moves
-# each weight by about the learning rate per step, so both travel the same distance in weight
-# space, but the fast run is noisier.
+# **The training loop.** Learning rates: Czarnecki et al. used Adam with rate $3\cdot10^{-5}$ for
+# both the layer and its SG. Adam moves each weight by about the learning rate per step, so the
+# distance travelled in weight space is about rate × steps: the normal mode here uses a 10 times
+# larger rate, $3\cdot10^{-4}$, for 15 000 full-batch steps (the distance of 150 000 steps at
+# their rate, in about a minute), the fast run (`MINIDNI_FAST=1`) a 100 times larger rate for
+# 1 500 steps. The larger the rate, the noisier the run.
 
 # %%
-LR, STEPS = (3e-3, 1500) if FAST else (3e-5, 150_000)
+LR, STEPS = (3e-3, 1500) if FAST else (3e-4, 15_000)
 RECORD = STEPS // 150                     # record the training loss every RECORD steps
 DIMS = (2, 10, 100)
 N_DATA = 256
@@ -347,7 +397,7 @@ LOSSES = {"mse": F.mse, "log": F.sigmoid_cross_entropy}
 
 def train(task, d, sg_kind):
     """Train Linear(d, 1) from zero by backprop (sg_kind None) or through an SG; return curve and parts."""
-    x, y = make_data(d, task)
+    x, y = to_device(make_data(d, task))  # the data enter the device here
     model = Linear(d, 1, rng=np.random.default_rng(0), init="zeros", dtype=np.float64)
     opt = Adam(model.params, lr=LR)
     sg = None if sg_kind is None else make_sg(sg_kind, LR)
@@ -360,7 +410,7 @@ def train(task, d, sg_kind):
         if sg is None:
             grad_h = delta
         else:
-            grad_h, sg_cache = sg.predict(np.concatenate([h, y], axis=1))   # used at once ...
+            grad_h, sg_cache = sg.predict(get_xp(h).concatenate([h, y], axis=1))   # used at once ...
             sg.fit(sg_cache, delta)                                          # ... trained on the target
         _, grads = model.backward(grad_h, cache)
         opt.step(grads)
@@ -422,22 +472,22 @@ for row, task in enumerate(METHODS):
             ax.set_xlabel(f"training step (k = thousand; Adam, lr {LR:g})")
         ax.legend(fontsize=8)
 fig.suptitle("One linear layer trained by backprop or through a synthetic gradient (N = 256, full batch)")
-show(fig, "mse_vs_log_loss")
+nb.show(fig, "mse_vs_log_loss")
 
 # %% [markdown]
 # With MSE the linear SG follows backprop to the same loss (the wiggles of the fast run are
 # Adam noise on the SG at its large learning rate). With log loss the linear SG levels off while
-# backprop keeps going down; the gap is largest for $d = 100$, where 256 points are separable
-# with a wide margin that backprop keeps exploiting. The sigmoid SG closes it. The next two
+# backprop keeps going down (the printed table gives the gaps of this run; at $d = 100$ the 256
+# points are separable with a wide margin that backprop keeps exploiting). The sigmoid SG closes it. The next two
 # sections show why.
 #
 # **Reading the gaps.** They are measured after a fixed number of steps, not at convergence:
 # on log loss at $d = 2$ and $10$ backprop is still improving, and a small *negative* gap only
 # means that the SG run is ahead at this budget. Adam contributes to that: its step is
 # $\hat m/\sqrt{\hat v}$ with $v$ a slow running mean of $g^2$ (about 1000 steps for
-# $eta_2 = 0.999$). An SG starts at 0 and grows, so $v$ lags behind and the steps are larger
+# $\beta_2 = 0.999$). An SG starts at 0 and grows, so $v$ lags behind and the steps are larger
 # than the learning rate; backprop's log-loss gradient shrinks, so its steps are smaller. The
-# fast run, with a 100 times larger rate, shows this more strongly than the full run. What does
+# fast run, with a 100 times larger rate, shows this more strongly than the normal run. What does
 # not depend on the budget is the linear SG's plateau at $d = 100$.
 #
 # ## 4. The surrogate against the true loss, along a line
@@ -445,54 +495,97 @@ show(fig, "mse_vs_log_loss")
 # Take a trained linear SG, read off its scalars $A, B, C$ (per-example units) and evaluate the
 # surrogate $L_{SG}(\theta) = \frac1N \sum_n \tfrac12 A h_n^2 + (By_n + C)h_n$ with
 # $h = x\theta + b$. First **check 6**: its gradient at the trained point equals what the
-# trained SG predicts. Then walk along the line $\theta(t) = t\,\theta_{SG}$ (weights and bias)
-# from the zero initialisation ($t = 0$) through the SG's final point ($t = 1$) and beyond,
-# comparing the surrogate with the true loss. A surrogate is defined only up to an additive
-# constant (and, under Adam, a scale), so it is drawn minus its minimum, on its own axis.
+# trained SG predicts. Then compare the surrogate with the true loss along a line
+# $\theta(t) = \theta_0 + t\,(\theta_1 - \theta_0)$ (weights and bias together):
+#
+# - **MSE**: from the zero initialisation ($\theta_0 = 0$, $t = 0$) through the SG's final point
+#   ($\theta_1 = \theta_{SG}$, $t = 1$) and beyond;
+# - **log loss**: from the SG's final point ($t = 0$) towards **backprop's** final point ($t = 1$)
+#   and beyond: the direction in which the true loss still falls, and the one the linear SG did
+#   not take.
+#
+# A surrogate is defined only up to an additive constant (and, under Adam, a scale), so it is
+# drawn minus its minimum, on its own axis.
 
 # %%
 def sg_coefficients(sg):
-    """(A, B, C) of a trained linear SG on [h, y], in per-example units."""
-    W, b = sg.net.params["0.W"], sg.net.params["0.b"]
+    """(A, B, C) of a trained linear SG on [h, y], in per-example units (host floats)."""
+    W, b = to_numpy(sg.net.params["0.W"]), to_numpy(sg.net.params["0.b"])
     return float(W[0, 0]), float(W[1, 0]), float(b[0])
 
 
-def line_losses(task, run, ts):
-    """True loss and surrogate along theta(t) = t * theta_final; arrays of len(ts)."""
-    A, B, C = sg_coefficients(run["sg"])
-    W, b = run["model"].params["W"], run["model"].params["b"]
-    loss_fn = LOSSES[task]
+def model_point(run):
+    """(W (d, 1), b (1,)) of a trained run's layer, on the host."""
+    return np.array(to_numpy(run["model"].params["W"])), np.array(to_numpy(run["model"].params["b"]))
+
+
+def line_losses(task, sg_run, start, end, ts):
+    """True loss and the SG's surrogate along theta(t) = start + t (end - start); arrays of len(ts)."""
+    A, B, C = sg_coefficients(sg_run["sg"])
+    x, y = to_numpy(sg_run["x"]), to_numpy(sg_run["y"])
     true, surr = [], []
     for t in ts:
-        h_t = run["x"] @ (t * W) + t * b
-        true.append(float(loss_fn(h_t, run["y"])[0]))
-        surr.append(float(np.mean(0.5 * A * h_t**2 + (B * run["y"] + C) * h_t)))
+        W_t, b_t = start[0] + t * (end[0] - start[0]), start[1] + t * (end[1] - start[1])
+        h_t = x @ W_t + b_t
+        true.append(float(LOSSES[task](h_t, y)[0]))
+        surr.append(float(np.mean(0.5 * A * h_t**2 + (B * y + C) * h_t)))
     return np.array(true), np.array(surr)
 
 
 for key in [("mse", 10, "linear SG"), ("log", max(DIMS), "linear SG")]:
     run = runs[key]
     A, B, C = sg_coefficients(run["sg"])
+    y_host = to_numpy(run["y"])
     h_final = run["model"].forward(run["x"])[0]
-    predicted, _ = run["sg"].predict(np.concatenate([h_final, run["y"]], axis=1))
-    numeric = numerical_gradient(lambda hh: np.mean(0.5 * A * hh**2 + (B * run["y"] + C) * hh), h_final)
+    predicted = to_numpy(run["sg"].predict(get_xp(h_final).concatenate([h_final, run["y"]], axis=1))[0])
+    h_final = to_numpy(h_final)
+    numeric = numerical_gradient(lambda hh: np.mean(0.5 * A * hh**2 + (B * y_host + C) * hh), h_final)
     assert np.allclose(numeric, predicted, rtol=1e-6, atol=1e-10)
     print(f"{key[0]:>4}, d = {key[1]:>3}: trained SG  A = {A:+.4f}, B = {B:+.4f}, C = {C:+.4f};"
           f" max |grad surrogate - SG| = {np.abs(numeric - predicted).max():.1e}")
 
+# %% [markdown]
+# **Exercise 2 (where the surrogate sends each example).** For one example of class $y$ the
+# per-example surrogate is $\tfrac12 A h^2 + (By + C)h$. With $A > 0$, at which logit $h^\star$ is it
+# lowest? Write it as a function of the trained SG's scalars. The check compares your $h^\star$
+# with the logit at which the package's trained SG (log loss, $d = 100$) predicts a zero gradient
+# (read off by evaluating `sg.predict` at two logits and solving the straight line for its zero).
+
 # %%
-ts = np.linspace(0, 3, 301)
+def surrogate_minimiser(A, B, C, y):
+    """The logit h* at which A h^2 / 2 + (B y + C) h is lowest (A > 0), for the class y (0 or 1)."""
+    # TODO (exercise 2)
+    raise NotImplementedError
+
+
+def zero_of_trained_sg(A, B, C, y, sg=runs["log", max(DIMS), "linear SG"]["sg"]):
+    """The logit where the package's trained SG predicts 0 for class y (it is linear in h)."""
+    z = to_device(np.array([[0.0, y], [1.0, y]]))
+    g0, g1 = to_numpy(sg.predict(z)[0])[:, 0]
+    return -g0 / (g1 - g0)
+
+
+A_log, B_log, C_log = sg_coefficients(runs["log", max(DIMS), "linear SG"]["sg"])
+nb.grade("04.surrogate minimiser", surrogate_minimiser, against=zero_of_trained_sg, tol=1e-6,
+         cases=[(A_log, B_log, C_log, 0.0), (A_log, B_log, C_log, 1.0)])
+
+# %%
+d_big = max(DIMS)
+zero = (np.zeros((10, 1)), np.zeros(1))
+LINES = [("mse", 10, zero, model_point(runs["mse", 10, "linear SG"]), np.linspace(0, 3, 301),
+          r"$\theta(t) = t\,\theta_{SG}$ (0 = initialisation, 1 = end of SG training)", "MSE, d = 10"),
+         ("log", d_big, model_point(runs["log", d_big, "linear SG"]), model_point(runs["log", d_big, "backprop"]),
+          np.linspace(-0.5, 2, 251), r"$\theta(t) = \theta_{SG} + t\,(\theta_{bp} - \theta_{SG})$ (0 = SG's end, 1 = backprop's end)",
+          f"log loss, d = {d_big}: towards backprop's solution")]
 fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), constrained_layout=True)
-for ax, key, title in [(axes[0], ("mse", 10, "linear SG"), "MSE, d = 10"),
-                       (axes[1], ("log", max(DIMS), "linear SG"), f"log loss, d = {max(DIMS)}")]:
-    true, surr = line_losses(key[0], runs[key], ts)
+for ax, (task, d, start, end, ts, xlabel, title) in zip(axes, LINES):
+    true, surr = line_losses(task, runs[task, d, "linear SG"], start, end, ts)
     t_true, t_surr = ts[np.argmin(true)], ts[np.argmin(surr)]
     ax.plot(ts, true, color="black", lw=2, label=r"true loss $L(t)$ (left axis)")
-    ax.axvline(t_true, color="black", lw=1, ls="-.", label=f"minimum of the true loss, t = {t_true:.2f}")
+    ax.axvline(t_true, color="black", lw=1, ls="-.", label=f"lowest true loss on the line, t = {t_true:.2f}")
     ax.axvline(t_surr, color="tab:red", lw=1, ls=":", label=f"minimum of the surrogate, t = {t_surr:.2f}")
-    ax.set(xlabel=r"position on the line $\theta(t) = t\,\theta_{SG}$ (0 = initialisation, 1 = end of SG training)",
-           ylabel=f"true loss ({'squared units' if key[0] == 'mse' else 'nats'}, log scale)", yscale="log",
-           title=title)
+    ax.set(xlabel=xlabel, ylabel=f"true loss ({'squared units' if task == 'mse' else 'nats'}, log scale)",
+           yscale="log", title=title)
     twin = ax.twinx()
     twin.plot(ts, surr - surr.min(), color="tab:red", lw=2, ls="--", label=r"surrogate $L_{SG}(t) - \min L_{SG}$ (right axis)")
     twin.set_ylabel("surrogate minus its minimum (same units)", color="tab:red")
@@ -500,21 +593,27 @@ for ax, key, title in [(axes[0], ("mse", 10, "linear SG"), "MSE, d = 10"),
     ax.grid(alpha=0.3)
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     ax.legend(handles=handles, fontsize=8, loc="upper center")
-    print(f"{title}: true loss at t = 1: {true[np.argmin(np.abs(ts - 1))]:.4f}, lowest on the line: {true.min():.4f} at t = {t_true:.2f};"
-          f" surrogate lowest at t = {t_surr:.2f}")
+    at = {t_: float(true[np.argmin(np.abs(ts - t_))]) for t_ in (0.0, 1.0)}
+    print(f"{title}: true loss at t = 0: {at[0.0]:.4f}, at t = 1: {at[1.0]:.4f}, lowest on the line {true.min():.4f} "
+          f"at t = {t_true:.2f}; surrogate lowest at t = {t_surr:.2f}")
+    if task == "log":
+        log_line = dict(true_at_sg=at[0.0], true_at_bp=at[1.0], t_true=t_true, t_surr=t_surr)
 fig.suptitle("Linear SG: the layer descends a quadratic surrogate (red), not the true loss (black)")
-show(fig, "surrogate_along_line")
+nb.show(fig, "surrogate_along_line")
+assert log_line["true_at_bp"] < log_line["true_at_sg"]  # backprop's point is lower on the true loss ...
+assert abs(log_line["t_surr"]) < 0.25                   # ... while the surrogate says stop near the SG's point
 
 # %% [markdown]
 # For MSE the surrogate is (up to scale and constant) the true loss: with $B = -A$ it reads
-# $\tfrac12 A (h - y)^2 - \tfrac12 A y^2$, and both have their minimum at $t = 1$, where training
-# ended. For log loss the surrogate is a parabola in every $h_n$ with its bottom at
-# $h = -(By + C)/A$, a *finite* target logit for each class; training ended at (or, in the
-# short fast run, near) its minimum, $t \approx 1$. The true loss disagrees: it keeps falling
-# well past $t = 1$, because making the weights larger makes every correctly classified
-# example more confident. It turns up again only where the few examples that the SG solution
-# still gets wrong (visible in the histograms of Section 5) start to dominate. The SG says
-# "stop" where the true loss says "keep going".
+# $\tfrac12 A (h - y)^2 - \tfrac12 A y^2$, and both are lowest near $t = 1$, where training ended
+# (the printed $t$ values). For log loss the surrogate is a parabola in every $h_n$ with its bottom
+# at a *finite* target logit for each class (exercise 2), and training ended at (or, in the
+# short fast run, near) its minimum: on the right panel the surrogate is lowest near $t = 0$, the
+# SG's end point. The true loss disagrees: it keeps falling from there towards backprop's solution
+# (printed: its value at $t = 0$ against $t = 1$), because making the right examples more
+# confident still pays. The SG says "stop" where the true loss says "keep going", and the
+# shortfall is one of **direction**: the surrogate's gradient is zero at the SG's point while
+# the true gradient there points towards backprop's solution.
 #
 # ## 5. Why a linear SG cannot follow log loss, and the sigmoid fix
 #
@@ -525,8 +624,14 @@ show(fig, "surrogate_along_line")
 # model's outputs $h_n$ underneath.
 
 # %%
-d_big = max(DIMS)
-grid = np.linspace(-15, 15, 301)[:, None]
+outputs = {}  # (SG kind, class) -> the trained layer's outputs h_n of that class, on the host
+for name in ("linear SG", "sigmoid SG"):
+    run = runs["log", d_big, name]
+    h_all, y_all = to_numpy(run["model"].forward(run["x"])[0]), to_numpy(run["y"])
+    for label in (0.0, 1.0):
+        outputs[name, label] = h_all[y_all == label]
+span = max(15.0, float(np.ceil(max(np.abs(v).max() for v in outputs.values()))))  # every output inside the axes
+grid = np.linspace(-span, span, 301)[:, None]
 fig, axes = plt.subplots(2, 2, figsize=(12, 6), constrained_layout=True, sharex=True,
                          gridspec_kw={"height_ratios": [3, 1]})
 for col, label in enumerate((0.0, 1.0)):
@@ -534,22 +639,21 @@ for col, label in enumerate((0.0, 1.0)):
     ax.plot(grid, F.sigmoid(grid) - label, color="black", lw=2.5, label=r"true $\sigma(h) - y$")
     for name in ("linear SG", "sigmoid SG"):
         sg_trained = runs["log", d_big, name]["sg"]
-        z = np.concatenate([grid, np.full_like(grid, label)], axis=1)
-        ax.plot(grid, sg_trained.predict(z)[0] * len(grid), styles[name], color=colors[name], lw=2,
+        z = to_device(np.concatenate([grid, np.full_like(grid, label)], axis=1))
+        ax.plot(grid, to_numpy(sg_trained.predict(z)[0]) * len(grid), styles[name], color=colors[name], lw=2,
                 label=f"{name} (trained)")
     ax.set(ylabel=r"gradient per example $\partial \ell / \partial h$", title=f"class y = {int(label)}",
            ylim=(-1.3, 1.3))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     for name in ("linear SG", "sigmoid SG"):
-        run = runs["log", d_big, name]
-        h_final = run["model"].forward(run["x"])[0][run["y"] == label]
-        axes[1, col].hist(h_final, bins=50, range=(-15, 15), histtype="step", color=colors[name], lw=2,
-                          label=f"trained with {name}")
-    axes[1, col].set(xlabel="layer output h (logit)", ylabel="examples")
+        axes[1, col].hist(outputs[name, label], bins=60, range=(-span, span), histtype="step", color=colors[name],
+                          lw=2, label=f"trained with {name}")
+    axes[1, col].set(xlabel=f"layer output h (logit; the axis spans every output, |h| up to {span:g})",
+                     ylabel="examples")
     axes[1, col].legend(fontsize=8)
 fig.suptitle(f"Log loss, d = {d_big}: the true gradient is step-like; a linear SG is a straight line")
-show(fig, "sg_vs_true_gradient")
+nb.show(fig, "sg_vs_true_gradient")
 
 # %% [markdown]
 # The linear SG is a compromise line that is wrong almost everywhere: it pushes every example
@@ -639,8 +743,8 @@ for s in starts:
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 6.2), constrained_layout=True)
 ag, bg = np.meshgrid(np.linspace(-3.2, 3.2, 161), np.linspace(-3.2, 3.2, 161))
 loss_grid = np.abs(ag[..., None] * X_TOY + bg[..., None]).sum(-1)
-contours = ax1.contour(ag, bg, loss_grid, levels=[2, 4, 6, 8, 10, 14, 18], colors="lightgray", linewidths=1)
-ax1.clabel(contours, fontsize=7)
+contours = ax1.contour(ag, bg, loss_grid, levels=[4, 8, 12, 18], colors="darkgray", linewidths=1)
+ax1.clabel(contours, fontsize=9, fmt="L = %d", inline=True, inline_spacing=2, colors="dimgray")
 wedge_a = np.array([-3.2, 0.0, 3.2])
 ax1.fill_between(wedge_a, -np.abs(wedge_a), np.abs(wedge_a), color="tab:red", alpha=0.12,
                  label=r"critical for the SG dynamics ($|b| < |a|$, $c = 0$)")
@@ -665,7 +769,7 @@ ax2.set(xlabel=f"training step (alpha = beta = {ALPHA})", ylabel=r"true loss $\s
         title="The SG runs stop at loss 6|a| > 0; backprop reaches ~0", ylim=(0, None))
 ax2.grid(alpha=0.3)
 ax2.legend()
-show(fig, "spurious_critical_points")
+nb.show(fig, "spurious_critical_points")
 
 # %% [markdown]
 # Every SG path moves only vertically (the slope $a$ is frozen), enters the wedge $|b| < |a|$,
@@ -682,14 +786,17 @@ show(fig, "spurious_critical_points")
 #   $\pi r^2(A_{ij} - A_{ji})$: it is the gradient of no loss at all.
 # - When the true gradient is linear in $h$ (MSE), the SG can represent it and the SG-trained
 #   layer ends where backprop does (gap $\approx 0$). With log loss on separable data the
-#   surrogate has a finite minimum where the true loss keeps falling, so training stalls
-#   (the gaps in the table above; Czarnecki et al. report up to 0.086 on their data). A
-#   sigmoid SG can follow the step-like gradient and closes most of the gap.
+#   surrogate is lowest at the SG's end point while the true loss keeps falling towards
+#   backprop's solution: the SG's shortfall is one of direction, and training stalls (the gaps in
+#   the table above; Czarnecki et al. report up to 0.086 on their data). A sigmoid SG can follow
+#   the step-like gradient and closes most of the gap.
 # - An SG can also *add* critical points: with a constant SG on the $|ax+b|$ toy, every
 #   $(a, 0, 0)$ (indeed every $(a, b, 0)$ with $|b| < |a|$) is a fixed point of training while
 #   the true gradient is $(6\operatorname{sign} a, 0)$.
 #
-# ## Exercises
+# ## More exercises (no grader)
+#
+# Exercises 1 and 2 above are graded by their check cells. Further questions:
 #
 # 1. Train a *non-symmetric* linear SG: give the layer two outputs ($h$ is $N\times 2$, SG
 #    `Linear(3, 2)`) on a two-output regression and inspect the learned $A$. Is it symmetric?
