@@ -23,7 +23,8 @@ and of B's (one per period and row) that are right.
 
 Writes into ``--out`` (per run in ``--out/<mode>/seed<K>`` with several modes or
 seeds): ``summary.json`` (mode, T, steps, fast_updates, slow_updates,
-fast_accuracy, slow_accuracy, train_seconds, chance levels, options, logs),
+fast_accuracy, slow_accuracy, train_seconds and cpu_seconds (wall and CPU time of
+the training work), chance levels, options, logs),
 ``curves.png`` (A's and B's held-out accuracy against fast ticks and against
 training seconds) and ``checkpoint.npz`` every ``--checkpoint-every`` ticks and at
 the end, from which ``--resume`` (with the same options; ``--steps`` may grow)
@@ -162,7 +163,8 @@ class _Run:
             sg_scale=args.sg_scale, sg_hidden=args.sg_hidden, sg_width=args.sg_width, clip=args.clip,
             rng=np.random.default_rng(seed))
         self.logs: list[dict] = []
-        self.train_seconds = 0.0
+        self.train_seconds = 0.0  # wall time of the training work (evaluations and checkpoints excluded)
+        self.cpu_seconds = 0.0    # this process's CPU time over the same spans (wall time counts other programs too)
 
     @property
     def ticks(self) -> int:
@@ -178,7 +180,8 @@ class _Run:
         arrays, meta = self.trainer.state_dict()
         save_checkpoint(self.out / CHECKPOINT, arrays, {"options": self._options(), "trainer": meta,
                                                          "stream": self.stream.state_dict(), "logs": self.logs,
-                                                         "train_seconds": self.train_seconds})
+                                                         "train_seconds": self.train_seconds,
+                                                         "cpu_seconds": self.cpu_seconds})
 
     def load(self) -> None:
         path = self.out / CHECKPOINT
@@ -195,7 +198,7 @@ class _Run:
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{path} does not match this multinet run ({type(exc).__name__}: {exc}); "
                                   "delete it or choose another --out") from None
-        self.logs, self.train_seconds = host["logs"], host["train_seconds"]
+        self.logs, self.train_seconds, self.cpu_seconds = host["logs"], host["train_seconds"], host["cpu_seconds"]
 
     # -- training ----------------------------------------------------------------------------
     def evaluate(self) -> tuple[float, float]:
@@ -214,7 +217,8 @@ class _Run:
                                    "try a smaller --lr, --clip 1, or a smaller --sg-lr or --sg-scale")
         fast, slow = self.evaluate()
         tr = self.trainer
-        entry = {"step": self.ticks, "train_seconds": self.train_seconds, "fast_updates": tr.fast_updates,
+        entry = {"step": self.ticks, "train_seconds": self.train_seconds, "cpu_seconds": self.cpu_seconds,
+                 "fast_updates": tr.fast_updates,
                  "slow_updates": tr.slow_updates, "fast_accuracy": fast, "slow_accuracy": slow,
                  **{k: v for k, v in d.items() if k not in ("periods", "finite")}}
         self.logs.append(entry)
@@ -234,7 +238,7 @@ class _Run:
         bar = tqdm(total=args.steps, initial=min(self.ticks, args.steps), unit="tick", disable=not args.progress,
                    mininterval=1.0, dynamic_ncols=True, desc=f"{self.mode} seed {self.seed}")
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # NaN/inf are caught at each log
-            since = time.perf_counter()
+            since, since_cpu = time.perf_counter(), time.process_time()
             while self.ticks < args.steps:
                 self.trainer.train_period(self.stream.next_period())
                 bar.update(period)
@@ -244,13 +248,14 @@ class _Run:
                     continue
                 backend.synchronize(self.xp)
                 self.train_seconds += time.perf_counter() - since
+                self.cpu_seconds += time.process_time() - since_cpu
                 if logging:
                     e = self.log()
                     bar.set_postfix({"A%": f"{e['fast_accuracy']:.1f}", "B%": f"{e['slow_accuracy']:.1f}"},
                                     refresh=False)
                 if checkpointing:
                     self.save()
-                since = time.perf_counter()  # evaluation and checkpoints are not training time
+                since, since_cpu = time.perf_counter(), time.process_time()  # evaluation, checkpoints: not training
         bar.close()
         if self.ticks % args.checkpoint_every:  # the last ticks, so that --resume can go further
             self.save()
@@ -263,8 +268,8 @@ class _Run:
              "periods": tr.periods, "fast_updates": tr.fast_updates, "slow_updates": tr.slow_updates,
              "fast_accuracy": last["fast_accuracy"], "slow_accuracy": last["slow_accuracy"],
              "fast_chance": chance_accuracy(self.y_test, args.T), "slow_chance": chance_accuracy(self.y_test, args.T ** 2),
-             "train_seconds": self.train_seconds, "wall_seconds": wall, "digits": self.source,
-             "backend": args.backend, "options": self._options(), "logs": self.logs}
+             "train_seconds": self.train_seconds, "cpu_seconds": self.cpu_seconds, "wall_seconds": wall,
+             "digits": self.source, "backend": args.backend, "options": self._options(), "logs": self.logs}
         write_json(self.out / "summary.json", s)
         return s
 
@@ -274,56 +279,59 @@ COLOURS = {"locked": "tab:blue", "dni": "tab:orange", "none": "tab:green"}
 
 
 def plot_curves(summaries: list[dict], path: Path) -> None:
-    """A's and B's held-out accuracy against fast ticks (top) and against training seconds (bottom)."""
+    """A's (top) and B's (bottom) held-out accuracy against fast ticks, training wall seconds and CPU seconds."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), layout="constrained")
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7.5), layout="constrained")
     styles = ["-", "--", ":", "-."]
     seeds = sorted({s["seed"] for s in summaries})
+    x_axes = (("step", "fast ticks (images per stream)"), ("train_seconds", "training wall time (s)"),
+              ("cpu_seconds", "training CPU time of the process (s)"))
     for s in summaries:
         style = styles[seeds.index(s["seed"]) % len(styles)]
         label = f"{s['mode']} seed {s['seed']} (A {s['fast_updates']} / B {s['slow_updates']} updates)"
-        for row, x_key in enumerate(("step", "train_seconds")):
-            x = [e[x_key] for e in s["logs"]]
-            for col, y_key in enumerate(("fast_accuracy", "slow_accuracy")):
-                axes[row, col].plot(x, [e[y_key] for e in s["logs"]], style, color=COLOURS[s["mode"]], lw=1.4,
-                                    label=label if (row, col) == (0, 0) else None)
+        for row, y_key in enumerate(("fast_accuracy", "slow_accuracy")):
+            for col, (x_key, _) in enumerate(x_axes):
+                axes[row, col].plot([e[x_key] for e in s["logs"]], [e[y_key] for e in s["logs"]], style,
+                                    color=COLOURS[s["mode"]], lw=1.4, label=label if (row, col) == (0, 0) else None)
     s0 = summaries[0]
     T = s0["T"]
-    for row in range(2):
-        for col, (who, chance) in enumerate(((f"A: odd digits in the last {T} steps", s0["fast_chance"]),
-                                             (f"B: odd digits in the last {T * T} steps", s0["slow_chance"]))):
+    for row, (who, chance) in enumerate(((f"A: odd digits in the last {T} steps", s0["fast_chance"]),
+                                         (f"B: odd digits in the last {T * T} steps", s0["slow_chance"]))):
+        for col, (_, x_label) in enumerate(x_axes):
             ax = axes[row, col]
             ax.axhline(chance, color="grey", ls="--", lw=1)
             ax.text(0.99, chance, "best constant guess", color="grey", fontsize=7, ha="right", va="bottom",
                     transform=ax.get_yaxis_transform())
             ax.set_title(who, fontsize=10)
             ax.set_ylabel("held-out accuracy (%)")
-            ax.set_xlabel("fast ticks (images per stream)" if row == 0 else "training time (s, one process)")
+            ax.set_xlabel(x_label)
             ax.set_ylim(0, 100)
             ax.grid(True, alpha=0.3)
     fig.legend(loc="outside lower center", ncol=3, fontsize=8)
     fig.suptitle(f"Two clocks: A every step, B every T={T} steps ({s0['digits']} digits, batch "
-                 f"{s0['options']['batch']}, {s0['steps']} ticks)")
+                 f"{s0['options']['batch']}, message width {s0['options']['message']}, {s0['steps']} ticks)")
     save_figure(fig, path)
     plt.close(fig)
 
 
 def table(summaries: list[dict], command: str) -> str:
     """Markdown: one row per run, then the mean per mode."""
-    head = ("| mode | seed | A updates | B updates | A accuracy (%) | B accuracy (%) | training s |\n"
-            "|---|---|---|---|---|---|---|\n")
+    head = ("| mode | seed | A updates | B updates | A accuracy (%) | B accuracy (%) | training wall s | CPU s |\n"
+            "|---|---|---|---|---|---|---|---|\n")
     rows = [f"| {s['mode']} | {s['seed']} | {s['fast_updates']} | {s['slow_updates']} | {s['fast_accuracy']:.1f} | "
-            f"{s['slow_accuracy']:.1f} | {s['train_seconds']:.0f} |" for s in summaries]
+            f"{s['slow_accuracy']:.1f} | {s['train_seconds']:.0f} | {s['cpu_seconds']:.0f} |" for s in summaries]
     for mode in dict.fromkeys(s["mode"] for s in summaries):
         group = [s for s in summaries if s["mode"] == mode]
         if len(group) > 1:
-            mean = {k: float(np.mean([s[k] for s in group])) for k in ("fast_accuracy", "slow_accuracy", "train_seconds")}
+            mean = {k: float(np.mean([s[k] for s in group]))
+                    for k in ("fast_accuracy", "slow_accuracy", "train_seconds", "cpu_seconds")}
             rows.append(f"| **{mode} mean** | {len(group)} seeds | {group[0]['fast_updates']} | {group[0]['slow_updates']} | "
-                        f"{mean['fast_accuracy']:.1f} | {mean['slow_accuracy']:.1f} | {mean['train_seconds']:.0f} |")
+                        f"{mean['fast_accuracy']:.1f} | {mean['slow_accuracy']:.1f} | {mean['train_seconds']:.0f} | "
+                        f"{mean['cpu_seconds']:.0f} |")
     s0 = summaries[0]
     return (f"Command: `{command}`\n\n{s0['digits']} digits, T={s0['T']}, {s0['steps']} fast ticks per run; "
             f"best constant guess: A {s0['fast_chance']:.1f}%, B {s0['slow_chance']:.1f}%.\n\n"
