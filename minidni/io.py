@@ -94,6 +94,11 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return _atomic_write(path, lambda f: f.write(text), "w")
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Atomically write raw bytes (a file a grid's Ray task returned)."""
+    return _atomic_write(path, lambda f: f.write(data), "wb")
+
+
 def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
     """Atomically write a dict of host arrays as an ``.npz`` checkpoint."""
     return _atomic_write(path, lambda f: np.savez(f, **arrays), "wb")

@@ -7,7 +7,7 @@ import pytest
 from minidni.experiments import table2
 
 TINY = ["--tasks", "copy", "--modes", "bptt", "dni", "--T", "2", "--seeds", "0", "--steps", "12",
-        "--hidden", "4", "--batch", "2", "--workers", "2", "--extra", "--log-every 4"]
+        "--hidden", "4", "--batch", "2", "--workers", "2", "--extra", "--log-every 4", "--executor", "processes"]
 
 
 def test_grid_writes_table_json_png_and_resume_reuses_finished_cells(tmp_path, capsys):
@@ -51,11 +51,11 @@ def test_finished_cell_needs_all_steps_same_options_and_no_divergence(tmp_path):
 
 
 @pytest.mark.parametrize("bad, expect", [
-    (["--workers", "0"], "0 is not a positive integer"),
-    (["--seeds", "-1"], "-1 is not a valid seed"),
-    (["--T", "2", "0"], "0 is not a positive integer"),
+    (["--workers", "0"], "0 is out of range (accepted: an integer from 1 to"),
+    (["--seeds", "-1"], "-1 is out of range (accepted: an integer from 0 to 4294967295)"),
+    (["--T", "2", "0"], "0 is out of range (accepted: an integer from 1 to"),
     (["--tasks", "mnist"], "invalid choice: 'mnist'"),
-    (["--extra", "--lr -1"], "the copy runs would reject their options"),
+    (["--extra", "--sg-lr -1"], "the copy runs would reject their options"),
     (["--name", "a/b"], "is not a plain file name"),
     (["--tasks", "ptb"], "--tasks ptb needs --data-dir"),
 ])
@@ -65,3 +65,33 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, monkeypatch, bad, exp
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expect in err and err.startswith("python -m minidni.run table2: error:")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "fig").exists()
+
+
+def test_failed_cells_are_listed_with_their_command_and_exit_1(tmp_path, capsys):
+    """A cell that fails while running (here: diverges) is marked failed, the others are tabulated, exit 1."""
+    argv = ["--tasks", "copy", "--modes", "bptt", "--T", "2", "3", "--seeds", "0", "--steps", "6", "--hidden", "4",
+            "--batch", "2", "--workers", "2", "--executor", "processes", "--lr", "1e38", "--extra", "--clip 0",
+            "--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "fig")]
+    assert table2.main(argv) == 1
+    captured = capsys.readouterr()
+    assert "2 of 2 runs failed" in captured.err
+    md = (tmp_path / "fig" / "table2.md").read_text()
+    assert "(1 failed)" in md and "Failed runs" in md and "`python -m minidni.run copy --mode bptt --T 2" in md
+    assert "NaN or inf" in md
+
+
+@pytest.mark.ray
+def test_grid_on_ray_brings_every_file_back_and_resume_reuses(tmp_path, capsys):
+    pytest.importorskip("ray", reason='needs the optional Ray extra: pip install -e ".[distributed]"')
+    argv = [a for a in TINY if a not in ("--executor", "processes")] + [
+        "--executor", "ray", "--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "fig")]
+    assert table2.main(argv) == 0
+    cell = tmp_path / "runs" / "copy" / "dni" / "T2" / "seed0"
+    assert {"summary.json", "copy_curriculum.png", "sg_diagnostics.png"} <= {
+        p.name for p in cell.iterdir()}
+    data = json.loads((tmp_path / "fig" / "table2.json").read_text())
+    assert all(r["steps"] == 12 and r["options"]["out"].endswith(f"runs/copy/{r['mode']}/T2/seed0")  # not the worker's
+               for r in data["runs"])
+    assert "as ray" in capsys.readouterr().out
+    assert table2.main(argv + ["--resume", "--name", "again"]) == 0
+    assert all(r["reused"] for r in json.loads((tmp_path / "fig" / "again.json").read_text())["runs"])

@@ -5,10 +5,12 @@
     python -m minidni.run table2 --workers 2 --steps 20000 --resume
 
 Every cell is one ``python -m minidni.run TASK --mode M --T T --seed S
---no-compare`` run in its own process (``OPENBLAS_NUM_THREADS=1``), ``--workers``
-at a time, writing into ``--out/TASK/MODE/T{T}/seed{S}``; a cell whose
-summary.json already has ``--steps`` steps and the same options is reused with
-``--resume`` (an interrupted cell continues from its checkpoint). Each cell's
+--no-compare`` run (``OPENBLAS_NUM_THREADS=1``), ``--workers`` at a time, as a local
+process or a Ray task (``--executor``, ``--ray-address`` for a cluster:
+:mod:`minidni.experiments.grid`), its files landing in ``--out/TASK/MODE/T{T}/seed{S}``
+on this machine as it finishes; a cell whose summary.json already has ``--steps``
+steps and the same options is reused with ``--resume`` (with local processes, an
+interrupted cell continues from its checkpoint). Each cell's
 options are checked with its task's parser (and its memory need) before anything
 starts, so a bad ``--extra`` is one error line, not a grid of failed runs; ``--extra``
 cannot set what the grid sets itself (``--mode``, ``--T``, ``--seed``, ``--out`` ...),
@@ -36,11 +38,9 @@ import json
 import math
 import os
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from minidni import backend
@@ -48,6 +48,7 @@ from minidni.cli import UsageError, make_parser, output_path, positive_float, po
 from minidni.cli import run_command, seed_int
 from minidni.dni.recurrent import MODES
 from minidni.experiments import recurrent
+from minidni.experiments.grid import EXECUTORS, Cell, CellResult, choose_executor, run_cells
 from minidni.io import portable_paths, save_figure, write_json, write_text
 
 PROG = "python -m minidni.run table2"
@@ -63,7 +64,7 @@ PAPER = {
             "dni-aux": {2: 1.37, 3: 1.36, 4: 1.35, 5: 1.35, 8: 1.33}},
 }
 METRIC = {"copy": "max_episode_length", "repeat-copy": "max_episode_length", "ptb": "test_bpc"}
-_RUN_ONLY = {"resume", "progress"}  # options that do not change a run's result
+_RUN_ONLY = {"resume", "progress", "out"}  # options that do not change a run's result
 # options every cell's command line sets from the grid's own options: --extra may not repeat them
 GRID_SET = ("--mode", "--T", "--seed", "--steps", "--compare", "--no-compare", "--progress", "--no-progress",
             "--out", "--backend", "--hidden", "--batch", "--lr", "--data-dir", "--resume")
@@ -88,7 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=positive_int, default=None, help="streams (default: each task's default)")
     p.add_argument("--lr", type=positive_float, default=None, help="core lr (default: each task's default)")
     p.add_argument("--workers", type=positive_int, default=max(1, (os.cpu_count() or 1)),
-                   help="runs in parallel (one process each, one BLAS thread each)")
+                   help="runs in parallel (one process or Ray task each, one BLAS thread each)")
+    p.add_argument("--executor", choices=EXECUTORS, default="auto",
+                   help="processes on this machine, or Ray tasks (auto: Ray when installed and --workers > 1 "
+                        "or --ray-address is given)")
+    p.add_argument("--ray-address", default=None, help="run the cells on this Ray cluster (HEAD:PORT)")
+    p.add_argument("--ray-timeout", type=positive_float, default=None,
+                   help="seconds to reach --ray-address before giving up (default 30)")
     p.add_argument("--extra", default="", help="more options passed to every run, e.g. \"--sg-lr 1e-3\"")
     p.add_argument("--resume", action="store_true", help="reuse finished cells, continue interrupted ones")
     p.add_argument("--out", type=output_path, default=Path("runs/table2"), help="folder of the individual runs")
@@ -136,15 +143,12 @@ def _cells(args) -> list[dict]:
 
 def _argv(args, cell: dict) -> list[str]:
     argv = [cell["task"], "--mode", cell["mode"], "--T", str(cell["T"]), "--seed", str(cell["seed"]),
-            "--steps", str(args.steps), "--no-compare", "--no-progress", "--out", str(cell["out"]),
-            "--backend", args.backend]
+            "--steps", str(args.steps), "--no-compare", "--no-progress", "--backend", args.backend]
     for name in ("hidden", "batch", "lr"):
         if getattr(args, name) is not None:
             argv += [f"--{name}", str(getattr(args, name))]
     if cell["task"] == "ptb" and args.data_dir is not None:
         argv += ["--data-dir", str(args.data_dir)]
-    if args.resume:
-        argv.append("--resume")
     return argv + shlex.split(args.extra)
 
 
@@ -156,7 +160,7 @@ def _cell_options(args, cell: dict) -> dict:
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            ns = recurrent.make_parser(cell["task"]).parse_args(_argv(args, cell)[1:])
+            ns = recurrent.make_parser(cell["task"]).parse_args([*_argv(args, cell)[1:], "--out", str(cell["out"])])
     except SystemExit:
         lines = err.getvalue().strip().splitlines() or ["rejected"]
         raise UsageError(f"the {cell['task']} runs would reject their options: {lines[-1]}") from None
@@ -183,21 +187,35 @@ def _finished(cell: dict, options: dict, steps: int) -> dict | None:
     return s if done and same and not s.get("diverged") else None
 
 
-def _run_cell(args, cell: dict) -> dict:
-    """Run one cell in its own process; returns its summary (without logs) or an error record."""
-    tag = {k: cell[k] for k in ("task", "mode", "T", "seed")}
+def _reused(args, cell: dict) -> dict | None:
+    """With ``--resume``, the record of a cell that already finished with the same options, else None."""
     if args.resume and (done := _finished(cell, cell["options"], args.steps)) is not None:
-        return {**{k: v for k, v in done.items() if k != "logs"}, **tag, "reused": True}
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        return {**{k: v for k, v in done.items() if k != "logs"}, **_tag(cell), "reused": True}
+    return None
+
+
+def _tag(cell: dict) -> dict:
+    return {k: cell[k] for k in ("task", "mode", "T", "seed")}
+
+
+def _grid_cell(args, cell: dict, executor: str) -> Cell:
+    """The cell's command; a local process continues from the cell's checkpoint when ``--resume`` finds one."""
     argv = _argv(args, cell)
-    summary_path = cell["out"] / "summary.json"
-    summary_path.unlink(missing_ok=True)  # a failed run must not leave an earlier invocation's result behind
-    proc = subprocess.run([sys.executable, "-m", "minidni.run", *argv], env=env, capture_output=True, text=True)
-    summary = {k: v for k, v in _read_summary(summary_path).items() if k != "logs"}
-    if proc.returncode != 0:
-        summary.update(error=(proc.stderr.strip().splitlines() or ["exit code %d" % proc.returncode])[-1],
-                       command="python -m minidni.run " + shlex.join(portable_paths(argv)))
-    return {**summary, **tag, "reused": False}
+    if executor == "processes" and args.resume and (cell["out"] / recurrent.CHECKPOINT).is_file():
+        argv.append("--resume")
+    (cell["out"] / "summary.json").unlink(missing_ok=True)  # a failed run must not leave an old result behind
+    return Cell(key=tuple(_tag(cell).values()), argv=argv, out=cell["out"])
+
+
+def _record(cell: dict, grid_cell: Cell, result: CellResult) -> dict:
+    """What the table needs of a finished cell: its summary without logs, or its command and error line."""
+    summary = {k: v for k, v in _read_summary(cell["out"] / "summary.json").items() if k != "logs"}
+    if "options" in summary:
+        summary["options"] = {**summary["options"], "out": str(cell["out"])}  # not a Ray worker's temporary folder
+    if result.returncode != 0:
+        summary.update(error=result.error, command="python -m minidni.run " + shlex.join(
+            portable_paths([*grid_cell.argv, "--out", str(cell["out"])])))
+    return {**summary, **_tag(cell), "reused": False}
 
 
 def _aggregate(runs: list[dict]) -> dict:
@@ -354,18 +372,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells = _cells(args)
         for cell in cells:  # every run's options checked before any starts
             cell["options"] = _cell_options(args, cell)
+        executor = choose_executor(args.executor, args.workers, args.ray_address)
         prepare_out_dir(args.out)
         prepare_out_dir(args.figures, option="--figures")
         t0 = time.perf_counter()
-        print(f"{PROG}: {len(cells)} runs of {args.steps} windows, {args.workers} at a time; "
-              f"each run's line appears when it finishes", flush=True)
-        runs = []
-        with ThreadPoolExecutor(max_workers=args.workers) as pool:
-            for i, r in enumerate(pool.map(lambda c: _run_cell(args, c), cells), start=1):
-                runs.append(r)
-                res = r.get(METRIC[r["task"]]) if "error" not in r else f"FAILED: {r['error']} (command: {r['command']})"
-                print(f"  [{i}/{len(cells)}, {(time.perf_counter() - t0) / 60:.1f} min] {r['task']} {r['mode']} "
-                      f"T={r['T']} seed {r['seed']}: {res}{' (reused)' if r['reused'] else ''}", flush=True)
+        runs, todo = [], []
+        for cell in cells:
+            (runs if (r := _reused(args, cell)) is not None else todo).append(r or cell)
+        print(f"{PROG}: {len(cells)} runs of {args.steps} windows ({len(runs)} reused), {args.workers} at a time "
+              f"as {executor}; each run's line appears when it finishes", flush=True)
+
+        def report(r: dict) -> None:
+            res = r.get(METRIC[r["task"]]) if "error" not in r else f"FAILED: {r['error']} (command: {r['command']})"
+            print(f"  [{len(runs)}/{len(cells)}, {(time.perf_counter() - t0) / 60:.1f} min] {r['task']} {r['mode']} "
+                  f"T={r['T']} seed {r['seed']}: {res}{' (reused)' if r['reused'] else ''}", flush=True)
+
+        for r in list(runs):
+            report(r)
+        by_key = {(g := _grid_cell(args, cell, executor)).key: (cell, g) for cell in todo}
+        for grid_cell, result in run_cells([g for _, g in by_key.values()], workers=args.workers, executor=executor,
+                                           ray_address=args.ray_address, ray_timeout=args.ray_timeout):
+            runs.append(_record(by_key[grid_cell.key][0], grid_cell, result))
+            report(runs[-1])
+        order = {tuple(_tag(c).values()): i for i, c in enumerate(cells)}
+        runs.sort(key=lambda r: order[(r["task"], r["mode"], r["T"], r["seed"])])
         wall = time.perf_counter() - t0
         table = _aggregate(runs)
         command = PROG + " " + shlex.join(portable_paths(argv))

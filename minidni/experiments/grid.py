@@ -1,0 +1,152 @@
+"""Run the cells of an experiment grid (``table1``, ``table2``): local processes, or Ray tasks.
+
+Every cell is one ``python -m minidni.run TASK ...`` command writing into its own
+folder. Two executors run them, ``workers`` at a time, and hand each result back
+as soon as its cell finishes (:func:`run_cells` yields in completion order):
+
+``processes``
+    a subprocess per cell on this machine, writing straight into the cell's
+    folder, so an interrupted cell keeps its checkpoints and ``--resume``
+    continues it.
+``ray``
+    a Ray task per cell (one CPU each) on a local Ray instance or, with
+    ``ray_address``, on a cluster. The task runs the same command in a temporary
+    folder on whichever node it lands on and returns every file the run wrote;
+    the driver writes them under the cell's folder, so nothing is left on a
+    worker node's disk. A cell interrupted half-way restarts (its checkpoints
+    were on the worker); finished cells are reused by the grid's ``--resume``.
+
+Each cell runs with one BLAS thread (``OPENBLAS_NUM_THREADS=1`` and friends), so
+``workers`` cells share the cores without oversubscribing them. A failed cell is
+a result like any other (its return code and last error line): the others go on.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from minidni.cli import UsageError
+
+__all__ = ["EXECUTORS", "Cell", "CellResult", "choose_executor", "run_cells"]
+
+EXECUTORS = ("auto", "processes", "ray")
+ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@dataclass
+class Cell:
+    """One run of a grid: ``argv`` for ``python -m minidni.run`` (without ``--out``), its folder ``out``."""
+
+    key: tuple
+    argv: list[str]
+    out: Path
+
+
+@dataclass
+class CellResult:
+    """How a cell's command ended: its exit code and, when it failed, its last line on stderr."""
+
+    returncode: int
+    error: str | None
+
+
+def choose_executor(executor: str, workers: int, ray_address: str | None) -> str:
+    """``auto``: Ray when it is installed and there is more than one worker or a cluster, else processes."""
+    if executor != "auto":
+        if executor == "ray":
+            from minidni.distributed.pipeline import require_ray  # noqa: PLC0415  (optional dependency)
+
+            require_ray()
+        elif ray_address:
+            raise UsageError(f"--ray-address {ray_address} needs --executor ray or auto (processes run on this machine)")
+        return executor
+    if ray_address:
+        return "ray"
+    try:
+        import ray  # noqa: F401, PLC0415
+    except ImportError:
+        return "processes"
+    return "ray" if workers > 1 else "processes"
+
+
+def run_cells(cells: Sequence[Cell], *, workers: int, executor: str, ray_address: str | None = None,
+              ray_timeout: float | None = None) -> Iterator[tuple[Cell, CellResult]]:
+    """Run ``cells`` ``workers`` at a time with ``executor`` ("processes" or "ray"); yield each as it finishes."""
+    if executor == "ray":
+        yield from _run_on_ray(cells, workers, ray_address, ray_timeout)
+    else:
+        yield from _run_as_processes(cells, workers)
+
+
+def _command(argv: Sequence[str], out: str | Path) -> list[str]:
+    return [sys.executable, "-m", "minidni.run", *argv, "--out", str(out)]
+
+
+def _result(proc: subprocess.CompletedProcess) -> CellResult:
+    if proc.returncode == 0:
+        return CellResult(0, None)
+    lines = proc.stderr.strip().splitlines()
+    return CellResult(proc.returncode, lines[-1] if lines else f"exit code {proc.returncode}")
+
+
+def _run_one_process(cell: Cell) -> CellResult:
+    proc = subprocess.run(_command(cell.argv, cell.out), env={**os.environ, **ONE_BLAS_THREAD},
+                          capture_output=True, text=True)
+    return _result(proc)
+
+
+def _run_as_processes(cells: Sequence[Cell], workers: int) -> Iterator[tuple[Cell, CellResult]]:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = {pool.submit(_run_one_process, cell): cell for cell in cells}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield pending.pop(future), future.result()
+
+
+def run_in_temporary_folder(argv: Sequence[str]) -> tuple[int, str, dict[str, bytes]]:
+    """Run ``python -m minidni.run argv`` with ``--out`` a fresh temporary folder; return its exit code, stderr
+    and every file it wrote (relative path -> bytes). This is the body of a grid's Ray task."""
+    tmp = Path(tempfile.mkdtemp(prefix="minidni-cell-"))
+    try:
+        proc = subprocess.run(_command(argv, tmp / "out"), env={**os.environ, **ONE_BLAS_THREAD},
+                              capture_output=True, text=True)
+        files = {str(p.relative_to(tmp / "out")): p.read_bytes()
+                 for p in sorted((tmp / "out").rglob("*")) if p.is_file()}
+        return proc.returncode, proc.stderr, files
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_on_ray(cells: Sequence[Cell], workers: int, ray_address: str | None,
+                ray_timeout: float | None) -> Iterator[tuple[Cell, CellResult]]:
+    from minidni.distributed.pipeline import RAY_CONNECT_TIMEOUT, init_ray, require_ray  # noqa: PLC0415
+    from minidni.io import write_bytes  # noqa: PLC0415
+
+    ray = require_ray()
+    started = init_ray(ray_address, num_cpus=None if ray_address else workers,
+                       timeout=ray_timeout or RAY_CONNECT_TIMEOUT)
+    task = ray.remote(num_cpus=1)(run_in_temporary_folder)
+    try:
+        queue, running = list(cells), {}
+        while queue or running:
+            while queue and len(running) < workers:
+                cell = queue.pop(0)
+                running[task.remote(cell.argv)] = cell
+            done, _ = ray.wait(list(running), num_returns=1)
+            cell = running.pop(done[0])
+            code, stderr, files = ray.get(done[0])
+            for rel, data in files.items():  # written here, on the driver, as the cell finishes
+                write_bytes(cell.out / rel, data)
+            yield cell, _result(subprocess.CompletedProcess([], code, "", stderr))
+    finally:
+        if started:
+            ray.shutdown()
