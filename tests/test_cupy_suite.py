@@ -159,7 +159,8 @@ RECURRENT_ARGS = ["--steps", "24", "--hidden", "8", "--batch", "4", "--T", "3", 
 
 def _summary_core(s: dict) -> dict:
     """What a run computed (not its timing or backend)."""
-    logs = [{k: v for k, v in e.items() if k != "train_seconds"} for e in s.get("logs", s.get("curves", {}).get("logs", []))]
+    logs = [{k: v for k, v in e.items() if "seconds" not in k}
+            for e in s.get("logs", s.get("curves", {}).get("logs", []))]
     keep = ("max_episode_length", "level", "test_error_percent", "valid_bpc", "test_bpc", "steps")
     return {"logs": logs, **{k: s[k] for k in keep if k in s}}
 
@@ -242,6 +243,47 @@ def test_cifar_cnn_command_on_cupy(cupy, tmp_path):
     assert ff.main_cifar10(argv, load=lambda data_dir: _tiny_images(n_train=8, n_test=4, shape=(3, 32, 32))) == 0
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["backend"] == "cupy" and np.isfinite(s["test_error_percent"])
+
+
+def test_mnist_resume_on_cupy_gives_the_uninterrupted_result(cupy, tmp_path, capsys):
+    ff.main_mnist(["--help"])
+    if "--checkpoint-every" not in capsys.readouterr().out:
+        pytest.skip("python -m minidni.run mnist has no --checkpoint-every in this checkout")
+    argv = ["--method", "cdni", "--layers", "2", "--width", "16", "--sg-width", "16", "--batch", "16",
+            "--eval-every", "3", "--log-every", "3", "--checkpoint-every", "3", "--no-progress", "--backend", "cupy"]
+    load = lambda data_dir: _tiny_images()  # noqa: E731
+    assert ff.main_mnist([*argv, "--steps", "6", "--out", str(tmp_path / "full")], load=load) == 0
+    assert ff.main_mnist([*argv, "--steps", "3", "--out", str(tmp_path / "part")], load=load) == 0
+    assert ff.main_mnist([*argv, "--steps", "6", "--resume", "--out", str(tmp_path / "part")], load=load) == 0
+    full, part = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("full", "part"))
+    _close(_summary_core(part), _summary_core(full))
+
+
+@pytest.mark.parametrize("mode", ["locked", "dni", "none"])
+def test_multinet_command_on_cupy_matches_numpy(cupy, tmp_path, mode):
+    from minidni.experiments import multinet  # noqa: PLC0415
+
+    tiny = ["--digits", "standin", "--T", "2", "--batch", "4", "--embed", "8", "--fast-hidden", "8",
+            "--slow-hidden", "8", "--message", "4", "--eval-every", "8", "--eval-periods", "1", "--eval-batch", "16",
+            "--steps", "16", "--no-progress", "--mode", mode]
+    runs = {}
+    for name in ("numpy", "cupy"):
+        assert multinet.main([*tiny, "--backend", name, "--out", str(tmp_path / name)]) == 0
+        runs[name] = json.loads((tmp_path / name / "summary.json").read_text())
+    keep = ("fast_accuracy", "slow_accuracy", "fast_updates", "slow_updates")
+    _close({k: runs["cupy"][k] for k in keep} | {"logs": _summary_core(runs["cupy"])["logs"]},
+           {k: runs["numpy"][k] for k in keep} | {"logs": _summary_core(runs["numpy"])["logs"]})
+
+
+@pytest.mark.parametrize("bench, extra", [("layers", ["--quick"]), ("recurrent", ["--quick"]),
+                                          ("feedforward", ["--rounds", "2", "--steps", "2", "--batch", "8",
+                                                           "--sg-width", "8"])])
+def test_benches_run_on_cupy(cupy, tmp_path, bench, extra, capsys):
+    import importlib  # noqa: PLC0415
+
+    main = importlib.import_module(f"minidni.bench.{bench}").main
+    assert main(["--backend", "cupy", *extra, "--out", str(tmp_path / "b.json")]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "b.json").read_text())
 
 
 # -- the host-sync budget -----------------------------------------------------------------------
