@@ -59,7 +59,7 @@ def _signature(obj) -> list | None:
             if p.name != "self"]
 
 
-def _kind(obj, numpy) -> str:
+def _kind(obj) -> str:
     if isinstance(obj, types.ModuleType):
         return "module"
     if isinstance(obj, type):
@@ -95,12 +95,12 @@ def describe(cupy, numpy) -> dict:
                 obj = getattr(ns, name)
             except AttributeError:  # a property of the class, read on the class
                 continue
-            entry = {"kind": _kind(obj, numpy)}
+            entry = {"kind": _kind(obj)}
             if entry["kind"] in ("function", "class") and not name.startswith("__"):
                 entry["signature"] = _signature(obj)
             if path == "" and getattr(numpy, name, None) is obj and not isinstance(obj, (int, float, str)):
                 entry["numpy"] = True
-            if isinstance(type(ns), type) and isinstance(ns, type):
+            if isinstance(ns, type):  # a class: properties are data descriptors, not methods
                 raw = inspect.getattr_static(ns, name, None)
                 if raw is not None and not callable(raw) and hasattr(raw, "__get__"):
                     entry["kind"] = "property"
@@ -113,9 +113,9 @@ def main() -> int:
     import cupy  # noqa: PLC0415
     import numpy  # noqa: PLC0415
 
-    OUT.write_text(json.dumps(describe(cupy, numpy), indent=1, sort_keys=True) + "\n")
-    print(f"wrote {OUT.name}: CuPy {cupy.__version__}, "
-          f"{sum(len(v) for v in describe(cupy, numpy)['namespaces'].values())} names")
+    table = describe(cupy, numpy)
+    OUT.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {OUT.name}: CuPy {cupy.__version__}, {sum(len(v) for v in table['namespaces'].values())} names")
     return 0
 
 
