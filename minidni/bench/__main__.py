@@ -15,6 +15,7 @@ BENCHMARKS = {
     "feedforward": "minidni.bench.feedforward:main",
     "recurrent": "minidni.bench.recurrent:main",
     "parallel": "minidni.bench.parallel:main",
+    "torch": "minidni.bench.torch:main",
     "gpu": "minidni.bench.gpu:main",
 }
 
