@@ -126,9 +126,11 @@ class TrueGradient:
         logits, cache = trainer.slow_forward(self.msgs)
         _, dlogits = softmax_cross_entropy(logits, period.slow_y)
         self.delta, _ = trainer.slow_backward(dlogits, cache)
+        self.calls = 0
 
-    def predict(self, m, ticks):
-        return self.delta[int(ticks[0])], None
+    def predict(self, m, code):
+        self.calls += 1  # A's windows come in order: call k wants message k's gradient
+        return self.delta[self.calls - 1], None
 
     def fit(self, cache, target):
         pass

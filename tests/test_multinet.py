@@ -129,10 +129,13 @@ class _TrueGradientSG:
     def __init__(self, tr, period):
         _, _, _, self.dmsgs = _period_loss(tr, period)
         self.msgs = tr.fast_forward(period.x.astype(np.float64))[1]
+        self.calls, self.fast_y = 0, period.fast_y
         self.targets = []
 
-    def predict(self, m, ticks):
-        k = int(ticks[0])
+    def predict(self, m, code):
+        k = self.calls  # A's windows come in order
+        self.calls += 1
+        np.testing.assert_array_equal(code, k * (T + 1) + self.fast_y[k])  # conditioned on the tick and A's label
         np.testing.assert_allclose(m, self.msgs[k], rtol=1e-12, atol=1e-15)  # A sends what the look-ahead saw
         return self.dmsgs[k], k
 

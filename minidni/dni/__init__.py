@@ -7,6 +7,7 @@ from minidni.dni.synthesizers import (OracleSynthesizer, Regressor, Synthesizer,
                                      mlp_synthesizer)
 from minidni.dni.feedforward import METHODS, FeedForwardTrainer, Module, StepResult, build_trainer
 from minidni.dni.recurrent import MODES, RESETS, RecurrentTrainer, char_loss, copy_loss
+from minidni.dni.multinet import TwoClockTrainer
 
 __all__ = [
     "Regressor",
@@ -25,4 +26,5 @@ __all__ = [
     "RecurrentTrainer",
     "copy_loss",
     "char_loss",
+    "TwoClockTrainer",
 ]

@@ -24,9 +24,11 @@ Modes (``mode=``):
   optimiser step per period. A is locked: it cannot update before B's error of the
   period comes back, so it makes one update per T² steps.
 - ``"dni"``: after each window A injects ``sg_scale * M(m_k, k)`` at its message,
-  where M is a synthetic-gradient model (:func:`minidni.dni.mlp_synthesizer`,
-  conditioned on the tick index k, last layer and bias zero at the start, so the
-  first injected gradients are exactly 0) and takes one optimiser step from its own
+  where M is a synthetic-gradient model (:func:`minidni.dni.mlp_synthesizer`; last
+  layer and bias zero at the start, so the first injected gradients are exactly 0)
+  that sees the message and a one-hot code of the tick index k (``sg_condition=
+  "tick"``) or of k and A's own label y_k (``"tick-label"``, as cDNI conditions on
+  the label; A knows y_k at its tick, it trains on it), and takes one optimiser step from its own
   loss plus that SG: T updates per period. B runs as in ``"locked"`` on the messages
   A sent; the true gradient of L_B at each ``m_k`` then trains M (one regression
   step per tick, target in the units of the batch-mean loss as every Synthesizer).
@@ -61,9 +63,10 @@ from minidni.functional.losses import softmax_cross_entropy
 from minidni.layers import LSTM, Linear, ReLU, Sequential
 from minidni.optim import SGD, Adam, clip_by_global_norm
 
-__all__ = ["MODES", "MULTINET_DIAG_FIELDS", "TwoClockTrainer"]
+__all__ = ["MODES", "SG_CONDITIONS", "MULTINET_DIAG_FIELDS", "TwoClockTrainer"]
 
 MODES = ("locked", "dni", "none")
+SG_CONDITIONS = ("tick", "tick-label")
 OPTIMIZERS = ("adam", "sgd")
 MULTINET_DIAG_FIELDS = ("fast_loss", "slow_loss", "injected_norm", "true_norm", "dot")
 _SLOTS = ("m", "v", "velocity")  # optimiser state dicts (Adam moments, SGD momentum)
@@ -90,6 +93,7 @@ class TwoClockTrainer:
         sg_lr: learning rate of the SG model (default: ``lr``).
         sg_scale: factor on the SG before it is injected (1: the SG stands for the true gradient).
         sg_hidden, sg_width: hidden layers (0, 1 or 2; 0 = linear) and their width in the SG model.
+        sg_condition: what the SG sees beside the message: ``"tick"`` (k) or ``"tick-label"`` (k and y_k).
         clip: max global norm of each update's gradients (A's and B's separately); 0 disables it.
         optimizer: ``"adam"`` or ``"sgd"`` (plain, for the exactness tests), for A, B and the SG.
         rng: initialises every layer (the SG's last layer starts at zero).
@@ -98,17 +102,19 @@ class TwoClockTrainer:
 
     def __init__(self, input_dim: int, T: int, *, mode: str = "dni", embed: int = 64, fast_hidden: int = 64,
                  slow_hidden: int = 64, message: int = 16, lr: float = 1e-3, sg_lr: float | None = None,
-                 sg_scale: float = 1.0, sg_hidden: int = 0, sg_width: int = 64, clip: float = 1.0,
+                 sg_scale: float = 1.0, sg_hidden: int = 0, sg_width: int = 64, sg_condition: str = "tick-label",
+                 clip: float = 1.0,
                  optimizer: str = "adam", rng: np.random.Generator, dtype=np.float32):
         _choice("mode", mode, MODES)
         _choice("optimizer", optimizer, OPTIMIZERS)
+        _choice("sg_condition", sg_condition, SG_CONDITIONS)
         if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
             raise ValueError(f"T must be a positive integer, got {T!r}")
         for name, value in (("sg_scale", sg_scale), ("clip", clip)):
             if not (float(value) >= 0.0 and math.isfinite(float(value))):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         self.mode, self.T, self.dtype = mode, int(T), np.dtype(dtype)
-        self.sg_scale, self.clip = float(sg_scale), float(clip)
+        self.sg_scale, self.clip, self.sg_condition = float(sg_scale), float(clip), sg_condition
         self.sizes = {"input_dim": input_dim, "embed": embed, "fast_hidden": fast_hidden,
                       "slow_hidden": slow_hidden, "message": message}
         self.fast = {"embed": Sequential([Linear(input_dim, embed, rng=rng, dtype=dtype), ReLU()]),
@@ -123,7 +129,7 @@ class TwoClockTrainer:
         self.sg = None
         if mode == "dni":  # zero last layer and bias: the first SGs are exactly 0
             self.sg = mlp_synthesizer(message, hidden=sg_hidden, width=sg_width, batchnorm=False, conditioned=True,
-                                      num_classes=T, lr=lr if sg_lr is None else sg_lr, optimizer=optimizer,
+                                      num_classes=T * (T + 1) if sg_condition == "tick-label" else T, lr=lr if sg_lr is None else sg_lr, optimizer=optimizer,
                                       rng=rng, dtype=dtype)
         self.periods = 0       # periods trained (T² fast ticks each)
         self.fast_updates = 0  # optimiser steps of A
@@ -199,6 +205,13 @@ class TwoClockTrainer:
         mean, dflat = softmax_cross_entropy(logits.reshape(W * B, C), labels.reshape(W * B))
         return mean * W, dflat.reshape(W, B, C) * W  # mean over W*B -> sum over windows of batch means
 
+    def sg_code(self, k: int, labels):
+        """The SG's conditioning class (B,) int: k, or ``k * (T+1) + y_k`` with A's labels y_k (B,)."""
+        xp = get_xp(labels)
+        if self.sg_condition == "tick":
+            return xp.full(labels.shape, k, dtype=xp.int64)
+        return labels.astype(xp.int64) + k * (self.T + 1)
+
     def _update(self, opt, params: dict, grads: dict) -> None:
         grads = {k: grads[k] for k in params}
         if self.clip:
@@ -229,7 +242,7 @@ class TwoClockTrainer:
                 loss, dlogits = self.fast_loss(logits, fast_y[k:k + 1])
                 dmsg = None
                 if self.sg is not None:
-                    pred, sg_cache = self.sg.predict(msg[0], xp.full(B, k, dtype=xp.int64))
+                    pred, sg_cache = self.sg.predict(msg[0], self.sg_code(k, fast_y[k]))
                     dmsg = pred[None] * self.sg_scale
                     sg_caches.append(sg_cache)
                     injected.append(dmsg[0])

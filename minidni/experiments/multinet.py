@@ -48,7 +48,7 @@ import numpy as np
 from minidni import backend
 from minidni.cli import (TrainingDiverged, UsageError, add_common_args, int_range, make_parser as _make_parser,
                          nonnegative_float, positive_float, positive_int, prepare_out_dir, run_command, seed_int)
-from minidni.dni.multinet import MODES, TwoClockTrainer
+from minidni.dni.multinet import MODES, SG_CONDITIONS, TwoClockTrainer
 from minidni.io import CheckpointError, load_checkpoint, save_checkpoint, save_figure, write_json, write_text
 from minidni.tasks.odd_digits import OddDigitStream
 
@@ -102,6 +102,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--sg-scale", type=nonnegative_float, default=1.0, help="factor on the SG before it is injected")
     p.add_argument("--sg-hidden", type=int_range(0, 2), default=0, help="hidden layers of the SG model (0: linear)")
     p.add_argument("--sg-width", type=positive_int, default=64, help="units per hidden layer of the SG model")
+    p.add_argument("--sg-condition", choices=SG_CONDITIONS, default="tick-label",
+                   help="what the SG sees beside the message: B's tick index, or it and A's own label (cDNI)")
     p.add_argument("--clip", type=nonnegative_float, default=1.0, help="max global gradient norm per update (0: off)")
     p.add_argument("--digits", choices=DIGITS, default="auto", help="MNIST, the synthetic stand-in, or auto")
     p.add_argument("--eval-every", type=positive_int, default=1600, help="fast ticks between held-out evaluations")
@@ -160,7 +162,8 @@ class _Run:
         self.trainer = TwoClockTrainer(
             x_train.shape[1], args.T, mode=mode, embed=args.embed, fast_hidden=args.fast_hidden,
             slow_hidden=args.slow_hidden, message=args.message, lr=args.lr, sg_lr=args.sg_lr,
-            sg_scale=args.sg_scale, sg_hidden=args.sg_hidden, sg_width=args.sg_width, clip=args.clip,
+            sg_scale=args.sg_scale, sg_hidden=args.sg_hidden, sg_width=args.sg_width,
+            sg_condition=args.sg_condition, clip=args.clip,
             rng=np.random.default_rng(seed))
         self.logs: list[dict] = []
         self.train_seconds = 0.0  # wall time of the training work (evaluations and checkpoints excluded)

@@ -10,7 +10,9 @@ from minidni.tasks.copy import (CompletedEpisode, CopyTaskStream, CopyWindow, Ep
                                 copy_episode, repeat_copy_episode, sequence_bits)
 from minidni.tasks.curriculum import Curriculum
 from minidni.tasks.ptb import BPCMeter, CharStream, CharWindow, nats_to_bits, one_hot
+from minidni.tasks.odd_digits import OddDigitPeriod, OddDigitStream, odd_counts
 
 __all__ = ["CompletedEpisode", "CopyTaskStream", "CopyWindow", "EpisodeScorer", "copy_episode",
            "repeat_copy_episode", "sequence_bits", "Curriculum", "BPCMeter", "CharStream",
-           "CharWindow", "nats_to_bits", "one_hot"]
+           "CharWindow", "nats_to_bits", "one_hot",
+           "OddDigitPeriod", "OddDigitStream", "odd_counts"]
