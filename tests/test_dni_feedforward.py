@@ -472,9 +472,11 @@ def test_bench_reports_flops_and_ratios(tmp_path, capsys):
 def test_table1_and_sweep_write_tables_and_figures(tmp_path, monkeypatch, capsys):
     from minidni.experiments import table1
 
-    monkeypatch.setattr(table1, "load_dataset", lambda name, data_dir: tiny_dataset())
+    from minidni.experiments import feedforward
+
+    monkeypatch.setitem(feedforward.LOADERS, "mnist", lambda data_dir: tiny_dataset())  # the runs run inline
     common = ["--steps", "2", "--batch", "16", "--eval-every", "1", "--log-every", "1", "--sg-width", "4",
-              "--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "fig")]
+              "--executor", "inline", "--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "fig")]
     assert table1.main(["--layers", "3", "--methods", "cdni", *common]) == 0
     table = (tmp_path / "fig" / "table1_mnist.md").read_text()
     assert "| 3 | cdni |" in table and "| 2.2 |" in table and "500k" in table  # the paper's cDNI number beside ours

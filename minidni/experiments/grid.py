@@ -4,6 +4,9 @@ Every cell is one ``python -m minidni.run TASK ...`` command writing into its ow
 folder. Two executors run them, ``workers`` at a time, and hand each result back
 as soon as its cell finishes (:func:`run_cells` yields in completion order):
 
+``inline``
+    one cell after another in this process (``workers`` is ignored): for a
+    debugger, and for tests that replace a data loader.
 ``processes``
     a subprocess per cell on this machine, writing straight into the cell's
     folder, so an interrupted cell keeps its checkpoints and ``--resume``
@@ -37,7 +40,7 @@ from minidni.cli import UsageError
 
 __all__ = ["EXECUTORS", "Cell", "CellResult", "choose_executor", "run_cells"]
 
-EXECUTORS = ("auto", "processes", "ray")
+EXECUTORS = ("auto", "inline", "processes", "ray")
 ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -82,8 +85,23 @@ def run_cells(cells: Sequence[Cell], *, workers: int, executor: str, ray_address
     """Run ``cells`` ``workers`` at a time with ``executor`` ("processes" or "ray"); yield each as it finishes."""
     if executor == "ray":
         yield from _run_on_ray(cells, workers, ray_address, ray_timeout)
+    elif executor == "inline":
+        yield from _run_inline(cells)
     else:
         yield from _run_as_processes(cells, workers)
+
+
+def _run_inline(cells: Sequence[Cell]) -> Iterator[tuple[Cell, CellResult]]:
+    import contextlib  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    from minidni.run import main  # noqa: PLC0415  (the same entry point as the processes' command line)
+
+    for cell in cells:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = main([*cell.argv, "--out", str(cell.out)])
+        yield cell, _result(subprocess.CompletedProcess([], code, "", err.getvalue()))
 
 
 def _command(argv: Sequence[str], out: str | Path) -> list[str]:

@@ -3,8 +3,11 @@
     python -m minidni.run table1 --data-dir ../shared/data                  # Table 1 rows
     python -m minidni.run table1 --data-dir ../shared/data --sweep p-update # asynchronous updates
 
-Every run is one :func:`minidni.experiments.feedforward.run` (its own folder
-under ``--out`` with summary.json and figures); MNIST is read once.
+Every run is one ``python -m minidni.run mnist`` command (its own folder under
+``--out`` with summary.json and figures), ``--workers`` at a time as local
+processes or Ray tasks (``--executor``, ``--ray-address``:
+:mod:`minidni.experiments.grid`); a run that fails is listed with its command and
+makes the command exit 1, the others are tabulated.
 
 Table mode writes ``<figures>/table1_mnist.md`` (our final test error beside
 the paper's, with steps, learning rates, SG size, wall time and steps/s of
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,9 +34,9 @@ from pathlib import Path
 from minidni import backend
 from minidni.cli import MAX_SEED, UsageError, int_range, make_parser, output_path, positive_float, positive_int, prepare_out_dir
 from minidni.cli import probability, run_command, seed_int
-from minidni.experiments.feedforward import check_fits, load_dataset
+from minidni.experiments.feedforward import _options, check_fits, load_dataset
 from minidni.experiments.feedforward import make_parser as make_mnist_parser
-from minidni.experiments.feedforward import run
+from minidni.experiments.grid import EXECUTORS, Cell, choose_executor, run_cells
 from minidni.io import portable_paths, save_figure, write_json, write_text
 
 PROG = "python -m minidni.run table1"
@@ -73,9 +77,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="methods of the p_update sweep")
     p.add_argument("--p-values", type=probability, nargs="+", default=[1.0, 0.5, 0.2, 0.05],
                    help="p_update values of the sweep")
-    p.add_argument("--resume", action="store_true", help="reuse finished runs with identical options")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False,
-                   help="a progress bar per run (one line per run otherwise)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse finished runs with identical options (with local processes, continue interrupted ones)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="runs in parallel (one process or Ray task each, one BLAS thread each)")
+    p.add_argument("--executor", choices=EXECUTORS, default="auto",
+                   help="processes on this machine, or Ray tasks (auto: Ray when installed and --workers > 1 "
+                        "or --ray-address is given)")
+    p.add_argument("--ray-address", default=None, help="run the runs on this Ray cluster (HEAD:PORT)")
+    p.add_argument("--ray-timeout", type=positive_float, default=None,
+                   help="seconds to reach --ray-address before giving up (default 30)")
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
     p.add_argument("--seed", type=seed_int, default=0, help=f"random seed, 0 to {MAX_SEED}")
     p.add_argument("--data-dir", type=Path, default=None, help="data folder holding mnist/")
@@ -91,37 +102,58 @@ def _milestones(args) -> list[int]:
     return sorted({m for m in (int(0.6 * args.steps), int(0.8 * args.steps)) if m > 0})
 
 
-def _run_argv(args: argparse.Namespace, *, layers: int, method: str, p_update: float, sg_width: int,
-              out: Path) -> list[str]:
+def _run_argv(args: argparse.Namespace, *, layers: int, method: str, p_update: float, sg_width: int) -> list[str]:
+    """The ``python -m minidni.run mnist`` options of one run (without ``--out``)."""
     argv = ["--model", "fcn", "--layers", str(layers), "--method", method, "--steps", str(args.steps),
             "--batch", str(args.batch), "--lr", str(args.lr), "--lr-decay-steps", *map(str, _milestones(args)),
             "--eval-every", str(args.eval_every),
             "--log-every", str(args.log_every), "--p-update", str(p_update), "--sg-width", str(sg_width),
-            "--backend", args.backend, "--seed", str(args.seed), "--out", str(out),
-            "--progress" if args.progress else "--no-progress"]
+            "--backend", args.backend, "--seed", str(args.seed), "--no-progress"]
+    argv += ["--data-dir", str(args.data_dir)] if args.data_dir else []
     return argv + (["--sg-lr", str(args.sg_lr)] if args.sg_lr else [])
 
 
-def _one(args, data, *, layers: int, method: str, p_update: float = 1.0, sg_width: int | None = None) -> dict:
-    """Train one configuration (or reuse it with --resume); return its summary."""
-    sg_width = sg_width or args.sg_width
-    name = (f"fcn{layers}-{method}" + (f"-p{p_update:g}" if p_update != 1.0 else "")
+def _name(layers: int, method: str, p_update: float, sg_width: int, args) -> str:
+    return (f"fcn{layers}-{method}" + (f"-p{p_update:g}" if p_update != 1.0 else "")
             + (f"-w{sg_width}" if sg_width != args.sg_width else ""))
-    out = args.out / name
-    run_args = make_mnist_parser("mnist").parse_args(_run_argv(args, layers=layers, method=method, p_update=p_update,
-                                                                sg_width=sg_width, out=out))
-    summary_path = out / "summary.json"
-    if args.resume and summary_path.exists():
-        old = _read_summary(summary_path)
-        if old.get("options") == json.loads(json.dumps(vars(run_args), default=str)):
-            print(f"{PROG}: reusing {summary_path}", file=sys.stderr)
-            return old
-        print(f"{PROG}: --resume: {summary_path} is {'unreadable' if not old else 'from other options'}; "
-              "running this configuration again", file=sys.stderr)
-    summary = run(run_args, data, dataset="mnist")
-    print(f"{PROG}: {name}: test error {summary['test_error_percent']:.2f} % after {summary['steps']} steps "
-          f"({summary['steps_per_second']:.1f} steps/s, {summary['wall_seconds']:.0f} s)", file=sys.stderr, flush=True)
-    return summary
+
+
+def _run_all(args, configs: list[dict]) -> dict[str, dict]:
+    """Train every configuration (``layers``, ``method``, ``p_update``, ``sg_width``) as a grid cell, reusing
+    finished ones with --resume; returns {name: summary}, a failed run's summary being ``{"error", "command"}``."""
+    executor = choose_executor(args.executor, args.workers, args.ray_address)
+    results, cells = {}, []
+    for c in configs:
+        name = _name(c["layers"], c["method"], c["p_update"], c["sg_width"], args)
+        out = args.out / name
+        argv = ["mnist", *_run_argv(args, **c)]
+        options = _options(make_mnist_parser("mnist").parse_args([*argv[1:], "--out", str(out)]))
+        old = _read_summary(out / "summary.json") if args.resume else {}
+        if old and {k: old.get("options", {}).get(k) for k in options} == options:
+            print(f"{PROG}: reusing {out / 'summary.json'}", file=sys.stderr)
+            results[name] = old
+            continue
+        if old:
+            print(f"{PROG}: --resume: {out / 'summary.json'} is from other options; running {name} again",
+                  file=sys.stderr)
+        if executor == "processes" and args.resume and (out / "checkpoint.npz").is_file():
+            argv.append("--resume")
+        (out / "summary.json").unlink(missing_ok=True)
+        cells.append(Cell(key=(name,), argv=argv, out=out))
+    print(f"{PROG}: {len(configs)} runs ({len(results)} reused), {args.workers} at a time as {executor}",
+          file=sys.stderr, flush=True)
+    for cell, result in run_cells(cells, workers=args.workers, executor=executor, ray_address=args.ray_address,
+                                  ray_timeout=args.ray_timeout):
+        name = cell.key[0]
+        if result.returncode != 0:
+            command = "python -m minidni.run " + shlex.join(portable_paths([*cell.argv, "--out", str(cell.out)]))
+            results[name] = {"error": result.error, "command": command}
+            print(f"{PROG}: {name}: FAILED: {result.error} (command: {command})", file=sys.stderr, flush=True)
+            continue
+        s = results[name] = _read_summary(cell.out / "summary.json")
+        print(f"{PROG}: {name}: test error {s['test_error_percent']:.2f} % after {s['steps']} steps "
+              f"({s['steps_per_second']:.1f} steps/s, {s['wall_seconds']:.0f} s)", file=sys.stderr, flush=True)
+    return results
 
 
 def _read_summary(path: Path) -> dict:
@@ -144,7 +176,7 @@ def _check_grid(args) -> None:
     for layers in sorted(set(args.layers) | {args.sweep_layers}):
         for method in set(args.methods) | set(args.sweep_methods):
             run_args = make_mnist_parser("mnist").parse_args(_run_argv(
-                args, layers=layers, method=method, p_update=1.0, sg_width=max(args.sg_width, 1024), out=args.out))
+                args, layers=layers, method=method, p_update=1.0, sg_width=max(args.sg_width, 1024)))
             check_fits(run_args, "mnist")
 
 
@@ -173,13 +205,26 @@ def _command(args) -> str:
     return " ".join([PROG, *what, *budget])
 
 
-def _table(args, data) -> None:
-    runs = []  # (layers, method, label, summary)
+def _config(layers: int, method: str, p_update: float = 1.0, sg_width: int | None = None, *, args) -> dict:
+    return {"layers": layers, "method": method, "p_update": p_update, "sg_width": sg_width or args.sg_width}
+
+
+def _failures(results: dict[str, dict]) -> list[str]:
+    return [f"- {name}: `{s['command']}`: {s['error']}" for name, s in results.items() if "error" in s]
+
+
+def _table(args) -> list[str]:
+    """Train and tabulate Table 1; returns the lines naming failed runs (not in the table)."""
+    wanted = []  # (layers, method, label, config)
     for L in args.layers:
         for m in args.methods:
-            runs.append((L, m, m, _one(args, data, layers=L, method=m)))
+            wanted.append((L, m, m, _config(L, m, args=args)))
             if m == "dni" and L in args.paper_sg_layers and args.sg_width != 1024:
-                runs.append((L, m, "dni, 2x1024 SG", _one(args, data, layers=L, method=m, sg_width=1024)))
+                wanted.append((L, m, "dni, 2x1024 SG", _config(L, m, sg_width=1024, args=args)))
+    results = _run_all(args, [c for *_, c in wanted])
+    runs = [(L, m, label, results[_name(**c, args=args)]) for L, m, label, c in wanted]
+    failed = _failures(results)
+    runs = [r for r in runs if "error" not in r[3]]
     lines = ["# Table 1 (MNIST FCN): % test error, ours beside the paper's", "",
              _budget_line(args), "",
              "| layers | method | ours (%) | paper (%) | steps | lr | SG | wall (s) | steps/s |",
@@ -188,6 +233,8 @@ def _table(args, data) -> None:
         sg = {"dni": f"2x{s['sg_width']}", "cdni": "linear"}.get(m, "-")
         lines.append(f"| {L} | {m} | {s['test_error_percent']:.2f} | {PAPER_MNIST_FCN[L][m]} | {s['steps']} | "
                      f"{s['options']['lr']:g} | {sg} | {s['wall_seconds']:.0f} | {s['steps_per_second']:.1f} |")
+    if failed:
+        lines += ["", "Failed runs (not in the table):"] + failed
     lines += ["", "The paper's DNI synthesizer has 2x1024 hidden units; ours defaults to a narrower one for time "
               "(see the 2x1024 rows). Paper numbers are after 500k steps; ours after the budget above.", "",
               f"Runs: `{portable_paths(args.out)}/fcn<layers>-<method>[-w<width>]/summary.json`.", "",
@@ -199,8 +246,10 @@ def _table(args, data) -> None:
         "budget": _budget_line(args), "command": _command(args), "paper": PAPER_MNIST_FCN,
         "ours": [{"layers": L, "method": m, "label": label, **{k: s[k] for k in keep}, "curve": s["curves"]["evals"]}
                  for L, m, label, s in runs]})
-    _plot_table(runs, args, args.figures / "table1_mnist.png")
+    if runs:  # (no figure when every run failed)
+        _plot_table(runs, args, args.figures / "table1_mnist.png")
     print("\n".join(lines))
+    return failed
 
 
 def _percent_log_axis(ax) -> None:
@@ -269,10 +318,14 @@ def _sweep_markdown(args, results: dict) -> str:
     return "\n".join(lines)
 
 
-def _sweep(args, data) -> None:
+def _sweep(args) -> list[str]:
+    """Train and plot the p_update sweep; returns the lines naming failed runs (left out of it)."""
     L = args.sweep_layers
-    results = {m: {p: _one(args, data, layers=L, method=m, p_update=p) for p in args.p_values}
-               for m in args.sweep_methods}
+    configs = {(m, p): _config(L, m, p, args=args) for m in args.sweep_methods for p in args.p_values}
+    done = _run_all(args, list(configs.values()))
+    failed = _failures(done)
+    results = {m: {p: done[_name(**configs[m, p], args=args)] for p in args.p_values
+                   if "error" not in done[_name(**configs[m, p], args=args)]} for m in args.sweep_methods}
     args.figures.mkdir(parents=True, exist_ok=True)
     write_json(args.figures / "p_update_sweep.json", {
         "budget": _budget_line(args), "layers": L, "command": _command(args),
@@ -312,6 +365,7 @@ def _sweep(args, data) -> None:
     plt.close(fig)
     for m, row in results.items():
         print(f"{m}: " + ", ".join(f"p={p:g}: {s['test_error_percent']:.2f} %" for p, s in row.items()))
+    return failed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -323,10 +377,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         _check_grid(args)
+        choose_executor(args.executor, args.workers, args.ray_address)  # Ray missing, or an address without it
+        load_dataset("mnist", args.data_dir)  # missing or corrupt MNIST: one line now, not one per run
         prepare_out_dir(args.out)
         prepare_out_dir(args.figures, option="--figures")
-        data = load_dataset("mnist", args.data_dir)
-        (_sweep if args.sweep else _table)(args, data)
+        failed = (_sweep if args.sweep else _table)(args)
+        if failed:
+            print(f"{PROG}: error: {len(failed)} runs failed:\n" + "\n".join(failed), file=sys.stderr)
+            return 1
         return 0
 
     return run_command(PROG, body)
