@@ -8,8 +8,9 @@ longer fits is recorded as skipped, never silently dropped):
 1. ``install``: CuPy, if it is not importable: the ``gpu`` extra's requirement
    (``cupy-cuda12x``), or ``gpu-cuda13``'s where ``nvidia-smi`` reports CUDA 13 or later;
 2. ``device``: ``set_backend("cupy")`` and the device's name and memory;
-3. ``tests``: ``pytest -m cupy`` on the checkout's ``tests/`` (the CuPy suite on real CuPy),
-   with a JUnit XML report;
+3. ``tests``: ``pytest -m "cupy or gpu"`` on the checkout's ``tests/``: the CuPy suite on
+   real CuPy and the tests that need a real GPU (e.g. the fused kernels of
+   :mod:`minidni.kernels`, which the stand-in cannot run), with a JUnit XML report;
 4. ``bench-layers``, ``bench-recurrent``, ``bench-feedforward``: the benchmarks with
    ``--backend cupy``, JSON in DIR;
 5. ``bench-torch``: the PyTorch CUDA comparison, if ``python -m minidni.bench torch`` exists;
@@ -102,7 +103,7 @@ def plan(out: Path, *, python: str, install: str | None, tests_dir: Path | None,
         steps.append(Step("install", [python, "-m", "pip", "install", install], 150))
     steps.append(Step("device", [python, "-c", DEVICE_CHECK], 60))
     if tests_dir is not None:
-        steps.append(Step("tests", [python, "-m", "pytest", "-q", "-m", "cupy", "-p", "no:cacheprovider",
+        steps.append(Step("tests", [python, "-m", "pytest", "-q", "-m", "cupy or gpu", "-p", "no:cacheprovider",
                                     "--continue-on-collection-errors",
                                     f"--junitxml={out / 'tests.xml'}", str(tests_dir)], 150))
     quick_flag = ["--quick"] if quick else []
