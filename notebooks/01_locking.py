@@ -418,7 +418,7 @@ def index_of(events, who, what):
 # `MINIDNI_BACKEND=cupy`) once, here.
 
 # %%
-x_train, y_train, x_test, y_test = to_device(mnist_or_standin(6000 if FAST else 60000, 2000 if FAST else 10000,
+x_train, y_train, x_test, y_test = to_device(mnist_or_standin(3000 if FAST else 60000, 1000 if FAST else 10000,
                                                               folders=nb.data_folders))
 print("shapes:", x_train.shape, y_train.shape, x_test.shape, y_test.shape)
 
@@ -622,7 +622,7 @@ nb.show(fig, "wait_vs_depth")
 # never update); the gap between it and DNI is what the synthetic gradients bought.
 
 # %%
-STEPS, EVAL_EVERY = (200, 50) if FAST else (2000, 200)
+STEPS, EVAL_EVERY = (120, 40) if FAST else (2000, 200)
 curves = {}
 RUNS = {"backprop": ("bprop", 1.0), "DNI": ("dni", 1.0), "no backprop (top layer only)": ("no-bprop", 1.0),
         "control: DNI, modules 1-2 frozen": ("dni", [0.0, 0.0, 1.0])}
