@@ -4,6 +4,7 @@ and must fail (or be recorded) under the stand-in; its names against real CuPy's
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 
 import numpy as np
@@ -193,9 +194,12 @@ def test_every_kind_of_host_sync_is_recorded_at_its_call_site(cp, dev):
     line = sys._getframe().f_lineno + 1
     float(x), int(x), bool(x), x.item(), dev.get(), dev.tolist(), cp.asnumpy(dev), repr(x), f"{x}"
     cp.cuda.Stream.null.synchronize(), cp.cuda.Device().synchronize(), cp.cuda.runtime.deviceSynchronize()
+    copied = pickle.loads(pickle.dumps(dev))
     kinds = [e.kind for e in syncs.events]
     assert kinds == ["float()", "int()", "bool()", ".item()", ".get()", ".tolist()", "cupy.asnumpy", "repr()",
-                     "format()", "Stream.synchronize", "Device.synchronize", "cuda.runtime.deviceSynchronize"]
+                     "format()", "Stream.synchronize", "Device.synchronize", "cuda.runtime.deviceSynchronize",
+                     "pickle"]
+    assert type(copied) is cp.ndarray and copied.tolist() == dev.tolist()
     assert {e.site for e in syncs.events[:9]} == {f"{HERE}:{line} in {sys._getframe().f_code.co_name}"}
     syncs.clear()
     stop_if_nonfinite(x)  # the planted bug: one sync, named at its line

@@ -123,6 +123,10 @@ def _device(a: numpy.ndarray, base: "ndarray | None" = None) -> "ndarray":
     return obj
 
 
+def _from_pickle(a: numpy.ndarray) -> "ndarray":
+    return _device(a)
+
+
 def call_numpy(where: str, func, args: tuple, kwargs: dict):
     seen: dict = {}
     a = unwrap(args, where, seen)
@@ -320,6 +324,10 @@ class ndarray:
                              "undefined on CuPy (so is dev[idx] += v); use cupy.add.at(dev, idx, v)")
         with numpy.errstate(all="ignore"):
             self._a[key] = value._a if type(value) is ndarray else value
+
+    def __reduce__(self):
+        SYNCS.record("pickle")  # CuPy pickles the host copy: .get()
+        return (_from_pickle, (numpy.array(self._a),))
 
     def __copy__(self):
         return _device(self._a.copy())

@@ -1,7 +1,7 @@
 """Host synchronisations seen by the stand-in: what forced them and where.
 
 On a GPU every ``float()``, ``int()``, ``bool()``, ``.item()``, ``.get()``,
-``.tolist()``, ``repr()`` of a device array, ``cupy.asnumpy`` and every explicit
+``.tolist()``, ``repr()`` or pickling of a device array, ``cupy.asnumpy`` and every explicit
 ``synchronize`` waits until the queued kernels have run. The stand-in cannot
 measure that wait, so it records each one with its call site instead.
 """
