@@ -475,7 +475,7 @@ fig.suptitle("One linear layer trained by backprop or through a synthetic gradie
 nb.show(fig, "mse_vs_log_loss")
 
 # %% [markdown]
-# With MSE the linear SG follows backprop to the same loss (the wiggles of the fast run are
+# With MSE the linear SG follows backprop to the same loss (the wiggles are
 # Adam noise on the SG at its large learning rate). With log loss the linear SG levels off while
 # backprop keeps going down (the printed table gives the gaps of this run; at $d = 100$ the 256
 # points are separable with a wide margin that backprop keeps exploiting). The sigmoid SG closes it. The next two
