@@ -75,10 +75,12 @@ from minidni.dni.recurrent import MODES, QUANTITY, RESETS, RecurrentTrainer, cha
 from minidni.io import CheckpointError, load_checkpoint, save_checkpoint, save_figure, write_json
 from minidni.tasks import BPCMeter, CharStream, CopyTaskStream, Curriculum, EpisodeScorer, one_hot
 from minidni.tasks.copy import IN_CHANNELS, OUT_CHANNELS
+from minidni.tasks.curriculum import DEFAULT_WINDOW, UNITS
 
 __all__ = ["main_copy", "main_repeat_copy", "main_ptb", "make_parser", "memory_needed", "check_before_work", "run"]
 
 CHECKPOINT = "checkpoint.npz"
+PHASES = ("staggered", "aligned")
 PTB_VOCAB = 50  # characters in PTB (an upper bound for the memory estimate before the data is read)
 
 DRIFT_RATIO = 10.0   # warn when the SG is this many times larger than its target ...
@@ -119,6 +121,16 @@ def make_parser(task: str) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
                    help="show a progress bar (default: when stderr is a terminal)")
+    if task != "ptb":
+        p.add_argument("--phase", choices=PHASES, default="staggered",
+                       help="staggered: each batch row first idles a random 0..num_steps-1 steps, so the rows' "
+                            "episodes are out of phase with each other and the windows; aligned: every row starts "
+                            "its first episode at step 0 and the rows stay in phase (the paper does not say which)")
+        p.add_argument("--curriculum-unit", choices=UNITS, default="episode",
+                       help="what the 0.15-bit threshold is measured per: an episode's total error, per scored "
+                            "output step, or per scored bit (9 channels per step)")
+        p.add_argument("--curriculum-window", type=positive_int, default=DEFAULT_WINDOW,
+                       help="completed episodes of the current level the mean error is taken over")
     if task == "ptb":
         p.add_argument("--eval-every", type=positive_int, default=500, help="windows between validation evaluations")
         p.add_argument("--patience", type=positive_int, default=5,
@@ -165,8 +177,9 @@ class _Run:
         self.xp = backend.set_backend(args.backend)
         self.copy = task != "ptb"
         if self.copy:
-            self.curriculum = Curriculum(TASKS[task])
-            self.stream = CopyTaskStream(self.curriculum, args.batch, rng=np.random.default_rng([args.seed, 1]))
+            self.curriculum = Curriculum(TASKS[task], unit=args.curriculum_unit, window=args.curriculum_window)
+            self.stream = CopyTaskStream(self.curriculum, args.batch, rng=np.random.default_rng([args.seed, 1]),
+                                         stagger=args.phase == "staggered")
             self.scorer = EpisodeScorer(args.batch)
             dims = (IN_CHANNELS, OUT_CHANNELS)
         else:

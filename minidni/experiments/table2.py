@@ -264,7 +264,10 @@ def _options_line(runs: list[dict], task: str) -> str | None:
         return None
     return (f"Options: hidden {o['hidden']}, batch {o['batch']}, lr {o['lr']}, sg-lr {o['sg_lr'] or 'as lr'}, "
             f"sg-scale {o['sg_scale']}, aux-weight {o['aux_weight']}, reset-state {o['reset_state']}, "
-            f"clip {o['clip']}.")
+            f"clip {o['clip']}" + ("" if task == "ptb" else
+                                   f", phase {o.get('phase', 'staggered')}, curriculum 0.15 bits per "
+                                   f"{o.get('curriculum_unit', 'episode')} over {o.get('curriculum_window', 100)} "
+                                   "episodes") + ".")
 
 
 def _markdown(args, command: str, table: dict, runs: list[dict], wall: float) -> str:

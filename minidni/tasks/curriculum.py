@@ -28,6 +28,12 @@ number of time steps an episode actually takes is :meth:`Curriculum.num_steps`:
 ``N(R+1) + 3`` for Repeat Copy (N inputs, stop flag, repeat count, R·N outputs,
 end marker).
 
+What the 0.15 bits are measured per (``unit``; the paper says only "0.15 bits"):
+``episode`` (default) the episode's total, the strictest reading; ``step`` the total
+divided by the episode's scored steps (:meth:`Curriculum.scored_steps`: N+1 for Copy,
+N·R+1 for Repeat Copy); ``bit`` divided further by the 9 scored output channels. The
+window holds these per-unit errors, and ``recent_mean`` is in the same unit.
+
 The whole state is plain Python values (:meth:`Curriculum.state_dict`), so a
 training checkpoint can store it as JSON and resume it exactly.
 """
@@ -39,6 +45,8 @@ from collections import deque
 from typing import Any, Iterable
 
 TASKS = ("copy", "repeat_copy")
+UNITS = ("episode", "step", "bit")
+OUTPUT_CHANNELS = 9  # scored channels of every output step: the 8 bits and the end marker
 DEFAULT_THRESHOLD = 0.15
 DEFAULT_WINDOW = 100
 DEFAULT_MAX_REPEATS = 10
@@ -63,11 +71,12 @@ class Curriculum:
         threshold: the mean error (bits per episode) below which a level is solved.
         window: how many completed episodes of the current level the mean is taken over;
             the level can only be solved once the window is full.
+        unit: what ``threshold`` is measured per: ``episode``, ``step`` or ``bit`` (module docstring).
     """
 
     def __init__(self, task: str = "copy", *, start_length: int = 1, start_repeats: int = 1,
                  max_length: int | None = None, max_repeats: int = DEFAULT_MAX_REPEATS,
-                 threshold: float = DEFAULT_THRESHOLD, window: int = DEFAULT_WINDOW) -> None:
+                 threshold: float = DEFAULT_THRESHOLD, window: int = DEFAULT_WINDOW, unit: str = "episode") -> None:
         if task not in TASKS:
             raise ValueError(f"task={task!r} is not one of {TASKS}")
         self.task = task
@@ -83,6 +92,9 @@ class Curriculum:
             raise ValueError(f"threshold={threshold!r} is not a positive finite number of bits")
         self.threshold = float(threshold)
         self.window = _check_int("window", window, 1)
+        if unit not in UNITS:
+            raise ValueError(f"unit={unit!r} is not one of {UNITS}")
+        self.unit = unit
         self.level = 0
         self.solved_level: int | None = None
         self._recent: deque[float] = deque(maxlen=self.window)
@@ -117,6 +129,18 @@ class Curriculum:
         n, r = self.lengths(level)
         return 2 * n + 2 if self.task == "copy" else n * (r + 1) + 3
 
+    def scored_steps(self, level: int | None = None) -> int:
+        """Scored (output) steps of one episode at ``level``: N+1 (Copy) or N*R+1 (Repeat Copy), end marker included."""
+        n, r = self.lengths(level)
+        return n + 1 if self.task == "copy" else n * r + 1
+
+    def per_unit(self, bits: float, level: int | None = None) -> float:
+        """An episode's total error ``bits`` in the curriculum's ``unit``."""
+        if self.unit == "episode":
+            return bits
+        steps = self.scored_steps(level)
+        return bits / steps if self.unit == "step" else bits / (steps * OUTPUT_CHANNELS)
+
     def episode_length(self, level: int | None = None) -> int:
         """The length Table 2 reports for ``level``: N+3 (Copy) or N*R+3 (Repeat Copy)."""
         n, r = self.lengths(level)
@@ -134,7 +158,7 @@ class Curriculum:
 
     @property
     def recent_mean(self) -> float:
-        """Mean error (bits per episode) over the current window; NaN when it is empty."""
+        """Mean error over the current window, in bits per ``unit``; NaN when it is empty."""
         return sum(self._recent) / len(self._recent) if self._recent else math.nan
 
     @property
@@ -157,7 +181,7 @@ class Curriculum:
                 continue
             if not math.isfinite(bits):
                 raise ValueError(f"episode error {bits!r} bits is not finite")
-            self._recent.append(float(bits))
+            self._recent.append(float(self.per_unit(bits, level)))
             if len(self._recent) == self.window and self.recent_mean < self.threshold:
                 self.solved_level = self.level
                 self._recent.clear()
@@ -172,7 +196,8 @@ class Curriculum:
         """The constructor arguments, as plain values."""
         return {"task": self.task, "start_length": self.start_length,
                 "start_repeats": self.start_repeats, "max_length": self.max_length,
-                "max_repeats": self.max_repeats, "threshold": self.threshold, "window": self.window}
+                "max_repeats": self.max_repeats, "threshold": self.threshold, "window": self.window,
+                "unit": self.unit}
 
     def state_dict(self) -> dict[str, Any]:
         """Configuration and progress as plain values (JSON-ready)."""
@@ -181,7 +206,7 @@ class Curriculum:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict`; the configuration must match this object's."""
-        if state["config"] != self.config():
+        if {"unit": "episode", **state["config"]} != self.config():  # (checkpoints from before `unit` existed)
             raise ValueError(f"curriculum state was saved with {state['config']}, "
                              f"this curriculum has {self.config()}")
         self.lengths(_check_int("level", state["level"], 0))
