@@ -30,9 +30,6 @@ VERSION = _TABLE["cupy_version"]
 NAMES: dict[str, dict] = _TABLE["namespaces"]
 _SIGNATURES: dict[str, inspect.Signature | None] = {}
 
-# the only functions that take host arrays: they copy host -> device
-HOST_INPUT_FUNCTIONS = ("array", "asarray", "asanyarray")
-
 
 def _signature(qualname: str, spec: list | None) -> inspect.Signature | None:
     if qualname not in _SIGNATURES:
@@ -75,12 +72,12 @@ def unwrap(x, where: str, seen: dict):
     return x
 
 
-def _unwrap_index(key, seen: dict):
+def _unwrap_index(key):
     """Index keys: device arrays unwrapped; host arrays and lists allowed (CuPy copies them over)."""
     if type(key) is ndarray:
         return key._a
     if type(key) is tuple:
-        return tuple(_unwrap_index(k, seen) for k in key)
+        return tuple(_unwrap_index(k) for k in key)
     return key
 
 
@@ -167,9 +164,8 @@ class ufunc:
         """Unbuffered in-place ``a[indices] op= b``; ``a`` and ``b`` on the device, indices as for ``[]``."""
         if type(a) is not ndarray:
             raise TypeError(f"strict CuPy: cupy.{self.name}.at needs a cupy.ndarray to update, got {type(a)}")
-        seen: dict = {}
-        idx = _unwrap_index(indices, seen)
-        args = () if b is None else (unwrap(b, f"cupy.{self.name}.at", seen),)
+        idx = _unwrap_index(indices)
+        args = () if b is None else (unwrap(b, f"cupy.{self.name}.at", {}),)
         with numpy.errstate(all="ignore"):
             self._u.at(a._a, idx, *args)
 
@@ -310,7 +306,7 @@ class ndarray:
 
     def __getitem__(self, key):
         seen = {id(self._a): self}
-        return wrap(self._a[_unwrap_index(key, seen)], seen)
+        return wrap(self._a[_unwrap_index(key)], seen)
 
     def __setitem__(self, key, value):
         if isinstance(value, (numpy.ndarray, list, tuple)):
@@ -318,7 +314,7 @@ class ndarray:
             raise TypeError(f"strict CuPy: dev[...] = {what}: real CuPy refuses host values in "
                             "__setitem__; move the value to the device first (cupy.asarray / "
                             "minidni.backend.to_device)")
-        key = _unwrap_index(key, {})
+        key = _unwrap_index(key)
         if type(value) is ndarray and value.size > 1 and _repeats_a_target(self._a.shape, key):
             raise ValueError("strict CuPy: dev[idx] = array with repeated indices: which write lands is "
                              "undefined on CuPy (so is dev[idx] += v); use cupy.add.at(dev, idx, v)")
