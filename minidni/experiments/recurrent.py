@@ -60,17 +60,20 @@ checkpoint points, so on a GPU no window waits for the host.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from minidni import backend
 from minidni.cli import TrainingDiverged, UsageError, add_common_args, check_memory, make_parser as _make_parser
-from minidni.cli import nonnegative_float, positive_float, positive_int, prepare_out_dir, run_command
+from minidni.cli import nonnegative_float, nonnegative_int, positive_float, positive_int, prepare_out_dir, run_command
+from minidni.dni.future import compare, future_gradient
 from minidni.dni.recurrent import MODES, QUANTITY, RESETS, RecurrentTrainer, char_loss, copy_loss
 from minidni.io import CheckpointError, load_checkpoint, save_checkpoint, save_figure, write_json
 from minidni.tasks import BPCMeter, CharStream, CopyTaskStream, Curriculum, EpisodeScorer, one_hot
@@ -117,6 +120,9 @@ def make_parser(task: str) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=positive_int, default=d["steps"], help="training windows")
     p.add_argument("--log-every", type=positive_int, default=d["log_every"],
                    help="windows between logs, divergence checks and SG diagnostics")
+    p.add_argument("--sg-truth-windows", type=nonnegative_int, default=0,
+                   help="at each log, compare the SG with the true future gradient over the next K windows by BPTT "
+                        "on a copy of the stream (0: off; costs about 2K windows per log)")
     p.add_argument("--checkpoint-every", type=positive_int, default=1000, help="windows between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
@@ -290,6 +296,8 @@ class _Run:
                          recent_bits=self.curriculum.recent_mean)
         else:
             entry["train_bpc"] = d["loss"] / self.args.T / math.log(2.0)
+        if self.args.sg_truth_windows and self.trainer.uses_sg and self.trainer.pending is not None:
+            entry.update(self.sg_against_the_truth(self.args.sg_truth_windows))
         self.logs.append(entry)
         ratio = d.get("sg_ratio", math.nan)
         self.drift = self.drift + 1 if ratio > DRIFT_RATIO else 0
@@ -300,6 +308,36 @@ class _Run:
             self.warnings.append(msg)
             bar.write(msg)
         return entry
+
+    def _future_windows(self, K: int) -> list:
+        """The next ``K`` windows of the real stream, from a copy of it (the training stream is not advanced)."""
+        stream, xp, T, windows = copy.deepcopy(self.stream), self.xp, self.args.T, []
+        for _ in range(K):
+            w = stream.next_window(T)
+            if self.copy:
+                target, mask = backend.to_device(w.target, xp), backend.to_device(w.mask, xp)
+                windows.append((backend.to_device(w.x, xp), partial(copy_loss, target=target, mask=mask),
+                                w.episode_end))
+            else:
+                if w.first:  # a new pass starts from a zero state: the future ends here
+                    break
+                windows.append((one_hot(w.x, self.vocab, xp=xp),
+                                partial(char_loss, labels=backend.to_device(w.y, xp)), None))
+        return windows
+
+    def sg_against_the_truth(self, K: int) -> dict:
+        """cos and norm ratio of the SG injected at the last boundary against the true future gradient over the
+        next K windows (undiscounted, no tail) and against the K-step bootstrapped return (:mod:`minidni.dni.future`)."""
+        tr = self.trainer
+        s, p, keep = tr.pending
+        windows = self._future_windows(K)
+        if not windows:
+            return {}
+        true = future_gradient(tr, tr.state, windows)
+        ret = future_gradient(tr, tr.state, windows, discount=tr.sg_scale, tail=True)
+        (c_true, r_true), (c_ret, r_ret) = compare(p, true, keep), compare(p, ret, keep)
+        return {"sg_true_cosine": c_true, "sg_true_ratio": r_true, "sg_return_cosine": c_ret, "sg_return_ratio": r_ret,
+                "sg_truth_windows": len(windows)}
 
     def evaluate(self, ids) -> float:
         """Bits per character of the model on ``ids`` (state carried across windows, reset once)."""
@@ -398,6 +436,9 @@ class _Run:
              "diagnostics": {"final_sg_ratio": ratios[-1] if ratios else None,
                              "max_sg_ratio": max(ratios) if ratios else None,
                              "final_sg_cosine": cosines[-1] if cosines else None,
+                             **{f"mean_{k}": _mean_finite(e.get(k) for e in self.logs)
+                                for k in ("sg_true_cosine", "sg_true_ratio", "sg_return_cosine", "sg_return_ratio")
+                                if args.sg_truth_windows},
                              "final_cell_rms": self.logs[-1]["cell_rms"] if self.logs else None},
              "warnings": self.warnings, "diverged": diverged, "logs": self.logs}
         if self.copy:
@@ -411,6 +452,11 @@ class _Run:
                      test_bpc=self.evaluate(self.data.test), stopped_early=self.stopped_early)
         write_json(self.out / "summary.json", s)
         return s
+
+
+def _mean_finite(values) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else None
 
 
 # -- figures ---------------------------------------------------------------------------------------
@@ -473,14 +519,21 @@ def plot_sg(summaries: list[dict], path: Path) -> None:
     for s in summaries:
         steps = [e["step"] for e in s["logs"]]
         if s["mode"] != "bptt":
-            axes[0].plot(steps, [e["sg_ratio"] for e in s["logs"]], label=_label(s))
-            axes[1].plot(steps, [e["sg_cosine"] for e in s["logs"]], label=_label(s))
+            line, = axes[0].plot(steps, [e["sg_ratio"] for e in s["logs"]], label=f"{_label(s)} vs bootstrapped target")
+            axes[1].plot(steps, [e["sg_cosine"] for e in s["logs"]], label=f"{_label(s)} vs bootstrapped target",
+                         color=line.get_color())
+            truth = [e for e in s["logs"] if "sg_true_cosine" in e]
+            if truth:
+                K = truth[-1]["sg_truth_windows"]
+                for ax, key in ((axes[0], "sg_true_ratio"), (axes[1], "sg_true_cosine")):
+                    ax.plot([e["step"] for e in truth], [e[key] for e in truth], ls="--", color=line.get_color(),
+                            label=f"{_label(s)} vs true gradient of the next {K} windows")
         axes[2].plot(steps, [e["cell_rms"] for e in s["logs"]], label=_label(s))
     axes[0].axhline(DRIFT_RATIO, color="red", ls="--", lw=1, label=f"warning level ({DRIFT_RATIO:g}x)")
     axes[0].set_yscale("log")
-    axes[0].set_ylabel("|SG| / |bootstrapped target|")
+    axes[0].set_ylabel("|SG| / |reference gradient|")
     axes[0].set_title("synthetic gradient norm ratio")
-    axes[1].set_ylabel("cos(SG, bootstrapped target)")
+    axes[1].set_ylabel("cos(SG, reference gradient)")
     axes[1].set_ylim(-0.2, 1.0)
     axes[1].set_title("synthetic gradient alignment")
     axes[2].set_ylabel("cell state RMS (per unit)")
