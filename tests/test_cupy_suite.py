@@ -303,10 +303,6 @@ def _budget_report(events, allowed) -> str:
     return "; ".join(f"step {e.step}: {e.kind} at {e.site}" for e in bad[:8]) + (f" ... ({len(bad)} in all)" if bad else "")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "experiments/recurrent.py (the lead's file) calls EpisodeScorer.update every window, which copies "
-    "the episode bits to the host; the fix (scorer.add per window, scorer.collect at log time) is in the "
-    "final report of issue 11"))
 def test_recurrent_windows_do_not_sync_between_logs_evals_and_checkpoints(standin_cupy, monkeypatch, tmp_path):
     import strict_cupy  # noqa: PLC0415
 
@@ -337,9 +333,6 @@ def test_ptb_windows_do_not_sync_between_logs_and_evals(standin_cupy, monkeypatc
     assert not [e for e in events if e.step not in allowed], _budget_report(events, allowed)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "experiments/feedforward.py (the lead's file) calls backend.synchronize after every step for the "
-    "timer; the fix (synchronise only at log/eval/checkpoint points) is in the final report of issue 11"))
 @pytest.mark.parametrize("method", ["bprop", "cdni"])
 def test_feedforward_steps_do_not_sync_between_logs_and_evals(standin_cupy, monkeypatch, tmp_path, method):
     import strict_cupy  # noqa: PLC0415
