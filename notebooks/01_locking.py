@@ -434,7 +434,7 @@ print("shapes:", x_train.shape, y_train.shape, x_test.shape, y_test.shape)
 
 # %%
 WIDTH, BATCH = (64, 64) if FAST else (256, 256)
-TIMED_STEPS = 5 if FAST else 60
+TIMED_STEPS = 5 if FAST else 40
 
 
 def make_trainer(method, layers, **extra):
@@ -539,9 +539,10 @@ print("median duration of a module's forward (ms):", {k: round(v, 2) for k, v in
 # Under **backprop** the green stars run from the top module down, and module 1's comes last:
 # it waited for three forwards and two backwards above it. Under **DNI** module 1 updates right
 # after its own forward and backward, using SG 1's prediction, *before module 2 has even started*;
-# SG 1 is fitted later, once module 2's backward has produced its target. The same call costs
-# about the same under every method (the medians printed above); what differs is how many calls
-# there are and in which order. In one Python process the calls still run one after another, so
+# SG 1 is fitted later, once module 2's backward has produced its target. What this figure shows
+# is the *order* and the number of calls; the durations are medians of one machine's timings
+# (printed above: the same module's forward under each method), not a benchmark. In one Python
+# process the calls still run one after another, so
 # the step is not shorter (it is longer: the SGs cost compute). What changed is the
 # *dependencies*: after its update, module 1 is free to take the next minibatch while module 2
 # works on this one, which is what makes pipelining across devices possible. With the **complete
@@ -607,7 +608,8 @@ nb.show(fig, "wait_vs_depth")
 # Under backprop module 1 waits for a number of calls that grows with depth (exercise 3 says
 # how many: $n$ forwards, then a backward and an update for each of the $n-1$ modules above, then
 # its own backward). Under DNI it is always 3 calls: its own forward, its SG's prediction and its
-# own backward. Wall-clock time follows the same pattern.
+# own backward. The times on the right are medians measured on whatever machine runs this notebook,
+# so they are noisier than the counts on the left; read them against the counts.
 #
 # ## 8. A tiny run: does DNI still learn?
 #
@@ -622,7 +624,7 @@ nb.show(fig, "wait_vs_depth")
 # never update); the gap between it and DNI is what the synthetic gradients bought.
 
 # %%
-STEPS, EVAL_EVERY = (120, 40) if FAST else (2000, 200)
+STEPS, EVAL_EVERY = (120, 40) if FAST else (1000, 100)
 curves = {}
 RUNS = {"backprop": ("bprop", 1.0), "DNI": ("dni", 1.0), "no backprop (top layer only)": ("no-bprop", 1.0),
         "control: DNI, modules 1-2 frozen": ("dni", [0.0, 0.0, 1.0])}

@@ -540,7 +540,7 @@ x_train, y_train, x_test, y_test = to_device(mnist_or_standin(4000 if FAST else 
                                                               folders=nb.data_folders))
 
 WIDTH, BATCH, LR = (64, 64, 1e-3) if FAST else (256, 256, 1e-3)
-STEPS, EVAL_EVERY, LOG_EVERY = (120, 40, 10) if FAST else (1500, 150, 25)
+STEPS, EVAL_EVERY, LOG_EVERY = (120, 40, 10) if FAST else (1000, 100, 25)
 LAYERS = 4
 CONFIGS = {  # label: (method, hidden layers per module)
     "backprop": ("bprop", [1, 1, 1, 1]),
