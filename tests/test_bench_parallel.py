@@ -25,18 +25,34 @@ def test_module_cut_counts_the_synthesizer_in_the_module_below():
     assert layer_costs(2, 8) == [784.0 * 8, 8.0 * 8 + 80]
 
 
-def test_bad_options_exit_2_with_one_line_before_ray_starts(capsys, tmp_path):
-    assert main(["--synthetic", "--layers", "2", "--workers", "3", "--out", str(tmp_path / "b.json")]) == 2
+@pytest.mark.parametrize("options, message", [
+    (["--layers", "2", "--workers", "3"], "--modules 3 is more than --layers 2"),
+    (["--rounds", "1"], "--rounds 1: the first round is a warm-up left out of the figures"),
+    (["--sweep-rounds", "1"], "--sweep-rounds 1: the first round is a warm-up"),
+])
+def test_bad_options_exit_2_with_one_line_before_ray_starts(options, message, capsys, tmp_path):
+    assert main(["--synthetic", *options, "--out", str(tmp_path / "b.json")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--modules 3 is more than --layers 2" in err
+    assert len(err.splitlines()) == 1 and message in err and "(accepted: " in err
     assert not (tmp_path / "b.json").exists()
+
+
+def test_a_diverged_run_writes_no_results(capsys, tmp_path):
+    out = tmp_path / "bench.json"
+    argv = ["--synthetic", "--layers", "2", "--width", "8", "--batch", "8", "--workers", "2", "--lr", "1e308",
+            "--rounds", "2", "--steps", "2", "--test-examples", "10", "--widths", "--quiet", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    ours = [line for line in err.splitlines() if line.startswith("python -m minidni.bench parallel")]  # (and Ray's log)
+    assert len(ours) == 1 and "error: single bprop: " in ours[0] and "nothing was written" in ours[0]
+    assert not out.exists() and not out.with_suffix(".png").exists()
 
 
 def test_tiny_run_writes_json_and_figure(capsys, tmp_path):
     out = tmp_path / "bench.json"
     argv = ["--synthetic", "--layers", "3", "--width", "16", "--batch", "8", "--workers", "2",
             "--rounds", "2", "--steps", "3", "--test-examples", "20", "--widths", "8",
-            "--sweep-rounds", "1", "--sweep-steps", "2", "--quiet", "--out", str(out)]
+            "--sweep-rounds", "2", "--sweep-steps", "2", "--quiet", "--out", str(out)]
     assert main(argv) == 0, capsys.readouterr().err
     data = json.loads(out.read_text())
     assert out.with_suffix(".png").stat().st_size > 0

@@ -1,7 +1,11 @@
-"""Pipelines of Ray workers: same parameters as one process in lock-step, locked bprop, staleness, failures, CLI.
+"""Pipelines of Ray workers: same parameters as one process in lock-step, locked bprop, staleness, the complete
+unlock without deadlock, synthesizers at the cuts, failures, checkpoints, GPU placement, the command line.
 
 The stage logic is checked in-process first (no Ray); the Ray tests share ONE
-local Ray instance (module fixture, 2 CPUs) and skip with a reason without Ray.
+local Ray instance (module fixture, 2 CPUs and 2 FAKE GPUs: Ray only counts
+them, nothing runs on a GPU) and skip with a reason without Ray. Every
+comparison of two runs compares like with like: both in float64, or both in
+workers with one BLAS thread (several BLAS threads sum in another order).
 """
 
 from __future__ import annotations
@@ -9,22 +13,25 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import socket
 import sys
+import time
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minidni import models
-from minidni.cli import run_command
+from minidni import backend, models
+from minidni.cli import UsageError, run_command
+from minidni.distributed.batches import batch_indices
+from minidni.distributed.pipeline import (RAY_MISSING, Pipeline, balanced_groups, check_reachable, make_stages,
+                                          spawn_workers)
+from minidni.distributed.state import on_backend, trainer_state
 from minidni.dni.feedforward import build_trainer
-from minidni.distributed.cli import (CHECKPOINT, CHECKPOINT_META, add_distributed_args, batch_indices,
-                                     run_distributed)
-from minidni.distributed.pipeline import RAY_MISSING, Pipeline, balanced_groups, make_stages, spawn_workers
-from minidni.distributed.state import trainer_state
-from minidni.experiments.feedforward import Dataset, make_parser
-from minidni.io import load_arrays
+from minidni.experiments.feedforward import DATASETS, Dataset, _model, make_parser
+from minidni.experiments.pipeline import CHECKPOINT, add_pipeline_args, run_pipeline, trainer_at_cuts
+from minidni.io import load_checkpoint
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason='needs the optional Ray extra: pip install -e ".[distributed]"')
@@ -56,15 +63,20 @@ def assert_same_state(got, want, rtol=1e-12):
 
 
 # ---------------------------------------------------------------- no Ray needed
-@given(costs=st.lists(st.integers(1, 50), min_size=1, max_size=7), data=st.data())
-def test_balanced_groups_are_an_optimal_contiguous_cut(costs, data):
+@given(costs=st.lists(st.integers(1, 50), min_size=1, max_size=7), cut=st.integers(0, 30), data=st.data())
+def test_balanced_groups_are_an_optimal_contiguous_cut(costs, cut, data):
     k = data.draw(st.integers(1, len(costs)))
-    groups = balanced_groups(costs, k)
+    cut_costs = [cut * (i % 2 + 1) for i in range(len(costs) - 1)]  # what the group below each cut also pays
+    groups = balanced_groups(costs, k, cut_costs=cut_costs)
     assert groups[0][0] == 0 and groups[-1][1] == len(costs) and len(groups) == k
     assert all(a < b for a, b in groups) and all(b == c for (_, b), (c, _) in zip(groups, groups[1:]))
-    best = min(max(sum(costs[a:b]) for a, b in zip((0, *cuts), (*cuts, len(costs))))
+
+    def largest(bounds):
+        return max(sum(costs[a:b]) + (cut_costs[b - 1] if b < len(costs) else 0) for a, b in bounds)
+
+    best = min(largest(list(zip((0, *cuts), (*cuts, len(costs)))))
                for cuts in itertools.combinations(range(1, len(costs)), k - 1))
-    assert max(sum(costs[a:b]) for a, b in groups) == best
+    assert largest(groups) == best
 
 
 def test_balanced_groups_rejects_more_workers_than_modules():
@@ -72,18 +84,54 @@ def test_balanced_groups_rejects_more_workers_than_modules():
         balanced_groups([1, 2, 3], 4)
 
 
-def run_stages_in_process(trainer, groups, data, *, delay=0):
-    """The pipeline's message order by hand; SG targets delivered ``delay`` steps late."""
+def test_trainer_at_cuts_puts_one_synthesizer_per_cut_and_backprop_inside_a_worker():
+    nets = models.fcn(5, in_dim=D, width=16, rng=np.random.default_rng(0), dtype=np.float64)
+
+    def make(module_nets):
+        return build_trainer(module_nets, method="cdni", in_shape=(D,), lr=1e-2, sg_width=16,
+                             rng=np.random.default_rng(1), dtype=np.float64)
+
+    trainer, groups = trainer_at_cuts(nets, workers=2, make=make)
+    assert groups == [(0, 3), (3, 5)]  # layer 0 (12 -> 16) is the cheapest: three layers below the cut
+    assert len(trainer.modules) == 2 and len(trainer.synthesizers) == 1
+    assert [len(m.net.layers) for m in trainer.modules] == [9, 7]  # (Linear, BN, ReLU) x 3; x 2 + output Linear
+    _, heavy_sg = trainer_at_cuts(nets, workers=2, make=make, cut_cost=lambda ns: [1e6] * (len(ns) - 1))
+    assert heavy_sg == [(0, 1), (1, 5)]  # a costly synthesizer moves the cut down: its worker does less else
+
+
+def test_the_command_builds_synthesizers_at_the_cuts_unless_asked_for_every_layer():
+    from minidni.experiments.pipeline import _build, _interfaces_info
+
+    parser = make_parser("mnist")
+    add_pipeline_args(parser)
+    for extra, synthesizers, modules in (([], 1, 2), (["--interfaces", "every-layer"], 3, 4)):
+        args = parser.parse_args(["--layers", "4", "--width", "16", "--sg-width", "16", "--method", "cdni",
+                                  "--workers", "2", *extra])
+        trainer, in_shape, groups, layer_groups = _build(args, lambda rng: _model(args, DATASETS["mnist"], rng))
+        assert in_shape == (784,) and len(trainer.synthesizers) == synthesizers and len(trainer.modules) == modules
+        assert len(groups) == 2 and layer_groups[-1][1] == 4
+        info = _interfaces_info(args, layer_groups)
+        assert info["cuts_after_layers"] == [layer_groups[0][1]]
+        assert len(info["synthesizers_after_layers"]) == synthesizers
+
+
+def run_stages_in_process(trainer, groups, data, *, delay=0, top_first=False):
+    """The pipeline's message order by hand; SG targets delivered ``delay`` steps late. ``top_first`` (complete
+    unlock only): the stages run from the top down, so every SG target arrives BEFORE its prediction."""
     stages = make_stages(trainer, groups)
     late = []
     for step, (x, y) in enumerate(data, start=1):
         h = x
-        for g, stage in enumerate(stages):
-            h, d_in, _ = stage.dni_step(step, h, x, y)
+        for g in (reversed if top_first else list)(range(len(stages))):
+            h, d_in, _ = stages[g].dni_step(step, h, x, y)
             if d_in is not None:
                 late.append((step, g - 1, d_in))
-            if stage.input_models is not None and h is not None:
+            if stages[g].input_models is not None and h is not None:
                 stages[g + 1].fit_input_target(step, h)  # before the stage above predicts: waits in early_input
+            if top_first:
+                while late:
+                    s, g_below, d = late.pop(0)
+                    stages[g_below].fit_sg_target(s, d)  # before stage g_below predicts: waits in early_sg
         while late and late[0][0] <= step - delay:
             s, g, d = late.pop(0)
             stages[g].fit_sg_target(s, d)
@@ -92,17 +140,19 @@ def run_stages_in_process(trainer, groups, data, *, delay=0):
     return stages
 
 
-@pytest.mark.parametrize("method, kw, groups", [
-    ("dni", {}, [(0, 1), (1, 3)]),
-    ("cdni", {"warmup": 2}, [(0, 2), (2, 3)]),
-    ("dni", {"unlock_forward": True, "warmup": 2}, [(0, 1), (1, 2), (2, 3)]),
+@pytest.mark.parametrize("method, kw, groups, top_first", [
+    ("dni", {}, [(0, 1), (1, 3)], False),
+    ("cdni", {"warmup": 2}, [(0, 2), (2, 3)], False),
+    ("dni", {"unlock_forward": True, "warmup": 2}, [(0, 1), (1, 2), (2, 3)], False),
+    ("cdni", {"unlock_forward": True}, [(0, 1), (1, 2), (2, 3)], True),
 ])
-def test_stages_in_single_process_order_reproduce_the_trainer(method, kw, groups):
+def test_stages_in_single_process_order_reproduce_the_trainer(method, kw, groups, top_first):
     data = batches(5)
-    stages = run_stages_in_process(make_trainer(method, **kw), groups, data)
+    stages = run_stages_in_process(make_trainer(method, **kw), groups, data, top_first=top_first)
     state = {k: v for s in stages for k, v in s.state_dict().items()}
     assert_same_state(state, single_process_state(method, data, **kw), rtol=0)
     assert all(v == 0 for s in stages for values in s.staleness.values() for v in values)
+    assert sum(len(s.staleness["sg"]) for s in stages) == 5 * (len(groups) - 1)  # every target was fitted
 
 
 def test_late_targets_are_recorded_as_staleness_and_change_the_result():
@@ -144,6 +194,24 @@ def test_state_dict_refuses_while_minibatches_are_in_flight():
         stage.state_dict()
 
 
+def test_on_backend_copies_every_array_and_keeps_shared_arrays_and_flat_views_shared():
+    stage = make_stages(make_trainer("cdni"), [(0, 2), (2, 3)])[1]  # the top: it trains on the true loss
+    moved = on_backend(stage, np)
+    module, original = moved.modules[0], stage.modules[0]
+    flat = module.optimizer.flat.params.buffers[0]
+    for key, param in module.net.params.items():
+        assert param is module.optimizer.params[key]  # the optimiser still updates the layer's own array
+        assert param is not original.net.params[key] and np.array_equal(param, original.net.params[key])
+        assert np.shares_memory(param, flat)  # still a view of the flat buffer the fused step updates
+    h, y = np.random.default_rng(3).random((N, 16)), np.arange(N) % 10
+    before = original.net.params["0.W"].copy()
+    moved.dni_step(1, h, None, y)
+    assert np.array_equal(original.net.params["0.W"], before)  # the original is untouched
+    stage.dni_step(1, h, None, y)
+    assert not np.array_equal(original.net.params["0.W"], before)  # and trains like the copy did:
+    assert_same_state(moved.state_dict(), stage.state_dict(), rtol=0)
+
+
 def test_batch_indices_are_a_fixed_function_of_the_step():
     cache = {}
     a = [batch_indices(s, n=20, batch=6, seed=3, cache=cache) for s in range(1, 8)]
@@ -161,10 +229,11 @@ def tiny_data(n_train=96, n_test=40, seed=0):
 def cli(argv, data, capsys):
     """The mnist command's pipeline path with ``data`` injected (no data files); returns (rc, stdout, stderr)."""
     parser = make_parser("mnist")
-    add_distributed_args(parser)
-    args = parser.parse_args(["--no-progress", "--layers", "3", "--batch", "16", "--lr", "1e-3",
-                              "--log-every", "5", *argv])
-    rc = run_command(parser.prog, lambda: run_distributed(args, data, dataset="mnist") and 0)
+    add_pipeline_args(parser)
+    args = parser.parse_args(["--no-progress", "--layers", "3", "--width", "32", "--sg-width", "32",
+                              "--batch", "16", "--lr", "1e-3", "--log-every", "5", *argv])
+    model = lambda rng: _model(args, DATASETS["mnist"], rng)  # noqa: E731
+    rc = run_command(parser.prog, lambda: run_pipeline(args, data, dataset="mnist", model=model) and 0)
     out = capsys.readouterr()
     return rc, out.out, out.err
 
@@ -175,6 +244,35 @@ def test_without_ray_workers_give_a_one_line_error(monkeypatch, capsys, tmp_path
     assert rc == 2 and err.strip() == f"python -m minidni.run mnist: error: {RAY_MISSING}"
 
 
+# ---------------------------------------------------------------- an unreachable --ray-address
+@needs_ray
+@pytest.mark.parametrize("kind", ["refused", "unknown host", "open port, not Ray"])
+def test_an_unreachable_ray_address_fails_within_its_timeout_naming_it(kind):
+    import ray._raylet  # noqa: F401  (imported before the clock starts: the first import takes seconds)
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    address = {"refused": "127.0.0.1:1", "unknown host": "nohost.invalid:6379",
+               "open port, not Ray": f"127.0.0.1:{listener.getsockname()[1]}"}[kind]
+    start = time.monotonic()
+    with pytest.raises(UsageError) as info:
+        check_reachable(address, timeout=2.0)
+    listener.close()
+    assert time.monotonic() - start < 2.0 + 1.0  # (a thread left connecting does not delay the error)
+    message = str(info.value)
+    assert len(message.splitlines()) == 1 and message.startswith(f"--ray-address {address}: no Ray head answered")
+    assert "--ray-timeout 2" in message
+
+
+def test_the_command_fails_in_one_line_on_an_unreachable_ray_address(capsys, tmp_path):
+    if not HAVE_RAY:
+        pytest.skip('needs the optional Ray extra: pip install -e ".[distributed]"')
+    rc, _, err = cli(["--workers", "2", "--ray-address", "127.0.0.1:1", "--ray-timeout", "3",
+                      "--out", str(tmp_path)], tiny_data(), capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "--ray-address 127.0.0.1:1: no Ray head" in err
+
+
 # ---------------------------------------------------------------- Ray
 @pytest.fixture(scope="module")
 def ray_instance():
@@ -182,7 +280,8 @@ def ray_instance():
         pytest.skip('needs the optional Ray extra: pip install -e ".[distributed]"')
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    # num_gpus=2 only declares two GPUs to Ray's scheduler (there is none here): placement can be tested
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -241,31 +340,93 @@ class TestPipeline:
         assert sg["count"] == 12 and sum(sg["histogram"].values()) == 12 and sg["max"] >= 0
         assert 0.0 <= err <= 100.0 and report[1]["updates"] == 12
 
+    @pytest.mark.parametrize("workers", [2, 3])
+    def test_complete_unlock_decoupled_cannot_deadlock(self, pool, workers):
+        """Messages both ways (SG targets down, input targets up), no lock-step, a drain every 4 steps. A stalled
+        pipeline raises PipelineStalled after 60 s of no progress (this test then fails instead of hanging)."""
+        data = batches(12)
+        with Pipeline(make_trainer("cdni", unlock_forward=True), workers=workers, window=workers + 2,
+                      timeout=60, actors=pool[:workers]) as pipe:
+            done = []
+            for step, (x, y) in enumerate(data, start=1):
+                done += pipe.submit(step, x, y)
+                if step % 4 == 0:
+                    done += pipe.drain()  # raises if a message is still in flight afterwards
+            state = pipe.state_dict()
+            report = pipe.report()
+        assert [d["step"] for d in done] == list(range(1, 13)) and all(np.isfinite(d["loss"]) for d in done)
+        for g, r in enumerate(report):  # every target of every synthesizer and input model arrived and was fitted
+            assert r["staleness"].get("sg", {}).get("count", 0) == (12 if g < workers - 1 else 0)
+            assert r["staleness"].get("input", {}).get("count", 0) == (12 if g > 0 else 0)
+        assert all(np.isfinite(v).all() for v in state.values())
+
 
 @needs_ray
 @pytest.mark.ray
-def test_dead_worker_stops_the_run_with_one_line_and_resume_matches(ray_instance, capsys, tmp_path):
+def test_a_dead_worker_or_an_interrupted_checkpoint_write_loses_nothing_and_resume_matches(
+        ray_instance, capsys, tmp_path, monkeypatch):
+    """A worker killed at step 10 (checkpoint of step 8 intact); Ctrl-C at the checkpoint write's only boundary,
+    the rename of the finished file over the old one (checkpoint of step 4 intact); both resume to the same
+    parameters as an uninterrupted run. (All runs in workers with one BLAS thread: a driver with several
+    threads sums in another order, and Adam's first steps amplify that float32 round-off beyond any tolerance.)"""
+    import minidni.io
+
     data, common = tiny_data(), ["--workers", "2", "--method", "dni", "--lockstep", "--steps", "12",
                                  "--eval-every", "4", "--checkpoint-every", "4"]
+    rc, _, err = cli([*common, "--out", str(tmp_path / "uninterrupted")], data, capsys)
+    assert rc == 0, err
+    want = load_checkpoint(tmp_path / "uninterrupted" / CHECKPOINT)[0]
+
     rc, out, err = cli([*common, "--out", str(tmp_path / "a"), "--inject-failure", "1:10"], data, capsys)
     assert rc == 2 and len(err.strip().splitlines()) == 1
-    assert "group 1 (modules 1-2" in err and "stopped at step 10" in err and "(step 8)" in err
+    assert "group 1 (module 1" in err and "stopped at step 10" in err and "(step 8)" in err
     assert str(tmp_path / "a" / CHECKPOINT) in err and "--resume" in err
     assert out.count("group ") == 2 and " pid " in out  # where each group ran
-    assert json.loads((tmp_path / "a" / CHECKPOINT_META).read_text())["step"] == 8
-    assert load_arrays(tmp_path / "a" / CHECKPOINT)  # intact
-
+    arrays, meta = load_checkpoint(tmp_path / "a" / CHECKPOINT)  # one file: arrays and step together
+    assert meta["step"] == 8 and arrays and sorted(p.name for p in (tmp_path / "a").iterdir()) == [CHECKPOINT]
     rc, _, err = cli([*common, "--out", str(tmp_path / "a"), "--resume"], data, capsys)
     assert rc == 0, err
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
-    assert summary["resumed_from_step"] == 8 and summary["distributed"]["groups"] == [[0, 1], [1, 3]]
+    assert summary["resumed_from_step"] == 8 and summary["distributed"]["groups"] == [[0, 1], [1, 2]]
     assert (tmp_path / "a" / "learning_curve.png").exists()
-    # the interrupted and resumed run ends where an uninterrupted one does. (Both run in workers with one
-    # BLAS thread: a driver with several threads sums in another order, and Adam's first steps amplify that
-    # float32 round-off far beyond any fixed tolerance.)
-    rc, _, err = cli([*common, "--out", str(tmp_path / "b")], data, capsys)
+    assert_same_state(load_checkpoint(tmp_path / "a" / CHECKPOINT)[0], want, rtol=0)
+
+    replace, renames = minidni.io.os.replace, []
+
+    def interrupted_at_the_second_checkpoint(src, dst):
+        renames.append(str(dst))
+        if sum(d.endswith(CHECKPOINT) for d in renames) == 2:
+            raise KeyboardInterrupt
+        return replace(src, dst)
+
+    monkeypatch.setattr(minidni.io.os, "replace", interrupted_at_the_second_checkpoint)
+    rc, _, err = cli([*common, "--out", str(tmp_path / "c")], data, capsys)
+    monkeypatch.setattr(minidni.io.os, "replace", replace)
+    assert rc == 130, err
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [CHECKPOINT]  # no half-written file left
+    assert load_checkpoint(tmp_path / "c" / CHECKPOINT)[1]["step"] == 4
+    rc, _, err = cli([*common, "--out", str(tmp_path / "c"), "--resume"], data, capsys)
     assert rc == 0, err
-    assert_same_state(load_arrays(tmp_path / "a" / CHECKPOINT), load_arrays(tmp_path / "b" / CHECKPOINT), rtol=0)
+    assert_same_state(load_checkpoint(tmp_path / "c" / CHECKPOINT)[0], want, rtol=0)
+
+
+@needs_ray
+@pytest.mark.ray
+def test_cupy_workers_each_get_their_own_gpu_and_too_few_gpus_are_refused(ray_instance, capsys, tmp_path):
+    """Ray's GPUs are faked (the fixture declares 2); nothing runs on a GPU."""
+    actors = spawn_workers(2, cpus_per_worker=0.5, gpus_per_worker=1)
+    places = ray_instance.get([a.where.remote() for a in actors], timeout=120)
+    assert sorted(len(p["gpu_ids"]) for p in places) == [1, 1] and places[0]["gpu_ids"] != places[1]["gpu_ids"]
+    if not backend.cupy_available():  # a worker without CuPy: one line naming the backend, no traceback
+        with pytest.raises(backend.BackendError, match="a pipeline worker cannot use backend 'cupy': backend "
+                                                       "'cupy' is not installed"):
+            Pipeline(make_trainer("dni"), workers=2, backend="cupy", actors=actors)
+    for actor in actors:
+        ray_instance.kill(actor)
+    with pytest.raises(UsageError, match="3 workers x 1 GPU need 3 GPUs; the Ray cluster has 2"):
+        spawn_workers(3, cpus_per_worker=0.25, gpus_per_worker=1)
+    rc, _, err = cli(["--workers", "3", "--backend", "cupy", "--out", str(tmp_path)], tiny_data(), capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "need 3 GPUs; the Ray cluster has 2" in err
 
 
 # ---------------------------------------------------------------- python -m minidni.run mnist --workers K
@@ -278,7 +439,8 @@ def test_run_command_without_ray_says_how_to_install_it_before_reading_data(monk
     assert capsys.readouterr().err.strip() == f"python -m minidni.run mnist: error: {RAY_MISSING}"
 
 
-@pytest.mark.parametrize("option", [["--lockstep"], ["--ray-address", "head:6379"], ["--resume"]])
+@pytest.mark.parametrize("option", [["--lockstep"], ["--ray-address", "head:6379"], ["--interfaces", "cuts"],
+                                    ["--ray-timeout", "5"], ["--window", "3"]])
 def test_run_command_rejects_pipeline_options_without_workers(option, capsys, tmp_path):
     from minidni.run import main
 
@@ -298,10 +460,13 @@ def test_run_command_trains_mnist_on_two_workers(ray_instance, shared_data_dir, 
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("mnist: group ") == 2 and " pid " in out  # where each group runs
+    assert "2 workers, decoupled: cdni synthesizers after layer 1; cuts after layer 1" in out
     assert "on 2 workers: test error" in out
     summary = json.loads((tmp_path / "summary.json").read_text())
     d = summary["distributed"]
     assert d["workers"] == 2 and d["mode"] == "decoupled" and len(d["stages"]) == 2
+    assert d["interfaces"] == {"placement": "cuts", "cuts_after_layers": [1], "synthesizers_after_layers": [1],
+                               "input_models_before_layers": [], "layers_per_worker": [[1, 1], [2, 3]]}
     assert [e["step"] for e in summary["curves"]["evals"]] == [0, 4, 8]
     assert 0.0 <= summary["test_error_percent"] <= 100.0 and summary["examples_per_second"] > 0
     assert d["stages"][0]["staleness"]["sg"]["count"] == 8  # every target of the boundary synthesizer arrived

@@ -7,7 +7,7 @@ module below it. ``--method`` (cdni, the paper's linear SG conditioned on the
 label, or dni) puts a synthesizer on the output of every module below the top
 one: with one module per worker, a DNI sits exactly at each worker boundary.
 Every configuration starts from the same initial weights and sees the same
-minibatches (:func:`minidni.distributed.cli.batch_indices`):
+minibatches (:func:`minidni.distributed.batches.batch_indices`):
 
 - ``single``: one process (this one; its BLAS threads are whatever
   ``OPENBLAS_NUM_THREADS`` says, recorded), bprop and ``--method``;
@@ -58,10 +58,10 @@ from pathlib import Path
 import numpy as np
 
 from minidni import models
-from minidni.cli import UsageError, make_parser, positive_float, positive_int, run_command
-from minidni.distributed.cli import batch_indices
-from minidni.distributed.pipeline import Pipeline, init_ray, require_ray, spawn_workers
-from minidni.dni.feedforward import build_trainer, error_percent
+from minidni.cli import TrainingDiverged, UsageError, make_parser, positive_float, positive_int, run_command
+from minidni.distributed.batches import batch_indices
+from minidni.distributed.pipeline import Pipeline, balanced_groups, init_ray, require_ray, spawn_workers
+from minidni.dni.feedforward import build_trainer, error_percent, raise_if_diverged
 from minidni.io import save_figure, write_json
 from minidni.layers import Linear, Sequential
 
@@ -83,19 +83,7 @@ def module_cut(costs: list[float], modules: int, sg_cost: float) -> list[tuple[i
     n = len(costs)
     if not 1 <= modules <= n:
         raise UsageError(f"--modules {modules} must be between 1 and --layers {n}")
-    prefix = np.concatenate([[0.0], np.cumsum(costs)])
-    best = {(0, 0): (0.0, None)}  # (groups, layers) -> (largest group cost, previous cut)
-    for j in range(1, modules + 1):
-        for m in range(j, n - modules + j + 1):
-            extra = sg_cost if j < modules else 0.0
-            best[j, m] = min((max(best[j - 1, s][0], prefix[m] - prefix[s] + extra), s)
-                             for s in range(j - 1, m) if (j - 1, s) in best)
-    groups, m = [], n
-    for j in range(modules, 0, -1):
-        s = best[j, m][1]
-        groups.append((s, m))
-        m = s
-    return groups[::-1]
+    return balanced_groups(costs, modules, cut_costs=[sg_cost] * (n - 1))
 
 
 def sg_cost(method: str, width: int) -> float:
@@ -133,16 +121,19 @@ class Config:
         x_train, y_train = data
         batch = self.batch
         wall0, t0 = time.time(), time.perf_counter()
+        done, result = [], None
         for _ in range(steps):
             self.step += 1
             idx = batch_indices(self.step, n=x_train.shape[0], batch=batch, seed=seed, cache=order)
             if self.pipe is None:
-                self.trainer.step(x_train[idx], y_train[idx])
+                with np.errstate(over="ignore", invalid="ignore"):  # a diverged round is reported below
+                    result = self.trainer.step(x_train[idx], y_train[idx])
             else:
-                self.pipe.submit(self.step, x_train[idx], y_train[idx])
+                done += self.pipe.submit(self.step, x_train[idx], y_train[idx])
         if self.pipe is not None:
-            self.pipe.drain()
+            done += self.pipe.drain()
         seconds = time.perf_counter() - t0
+        self._check_finite(done, result)
         self.train_seconds += seconds
         row = {"steps": steps, "seconds": seconds, "examples_per_second": steps * batch / seconds,
                "load_average_1min": os.getloadavg()[0]}
@@ -150,6 +141,16 @@ class Config:
             row["worker_busy_fraction"] = [sum(end - start for _, _, start, end in calls) / seconds
                                            for calls in self.pipe.calls(wall0)]
         self.rounds.append(row)
+
+    def _check_finite(self, done: list[dict], result) -> None:
+        """TrainingDiverged naming this configuration if a loss of the round is NaN/inf (no figure from such a run)."""
+        hosts = [(d["step"], d) for d in done] if result is None else [(self.step, result.to_host())]
+        try:
+            for step, host in hosts:
+                raise_if_diverged({"loss": host["loss"], "sg_loss": host["sg_loss"],
+                                   "input_loss": host["input_loss"]}, step)
+        except TrainingDiverged as exc:
+            raise TrainingDiverged(f"{self.name}: {exc}; nothing was written") from None
 
     def evaluate(self, x_test, y_test) -> float:
         if self.pipe is None:
@@ -192,15 +193,14 @@ def interleave(configs: list[Config], rounds: int, steps: int, data, args, *, te
 
 
 def throughput(c: Config) -> float:
-    """Examples/s over every round but the first (warm-up); over all of them if there is only one."""
-    rounds = c.rounds[1:] or c.rounds
+    """Examples/s over every round but the first (warm-up)."""
+    rounds = c.rounds[1:]
     return sum(r["steps"] for r in rounds) * c.batch / sum(r["seconds"] for r in rounds)
 
 
 def round_ratios(a: Config, b: Config) -> list[float]:
-    """Per-round examples/s ratio a / b (first round left out when there are several)."""
-    pairs = list(zip(a.rounds, b.rounds))
-    pairs = pairs[1:] or pairs
+    """Per-round examples/s ratio a / b (the first round, a warm-up, left out)."""
+    pairs = list(zip(a.rounds, b.rounds))[1:]
     return [ra["examples_per_second"] / rb["examples_per_second"] for ra, rb in pairs]
 
 
@@ -231,12 +231,14 @@ def main(argv=None) -> int:
     p.add_argument("--sg-lr", type=positive_float, default=None, help="synthesizers' Adam lr (default: --lr)")
     p.add_argument("--sg-hidden", type=int, choices=(0, 1, 2), default=None,
                    help="synthesizer hidden layers (default: 2 for dni, 0 for cdni); their width is --width")
-    p.add_argument("--rounds", type=positive_int, default=8, help="interleaved rounds (the first is a warm-up)")
+    p.add_argument("--rounds", type=positive_int, default=8,
+                   help="interleaved rounds, 2 or more (the first is a warm-up, left out of the figures)")
     p.add_argument("--steps", type=positive_int, default=25, help="steps per configuration per round")
     p.add_argument("--test-examples", type=positive_int, default=2000, help="test images per evaluation")
     p.add_argument("--widths", type=positive_int, nargs="*", default=[64, 256, 1024, 2048],
                    help="width sweep (none: skip it)")
-    p.add_argument("--sweep-rounds", type=positive_int, default=3, help="interleaved rounds per sweep width")
+    p.add_argument("--sweep-rounds", type=positive_int, default=3,
+                   help="interleaved rounds per sweep width, 2 or more (the first is a warm-up)")
     p.add_argument("--sweep-steps", type=positive_int, default=10, help="steps per configuration per sweep round")
     p.add_argument("--synthetic", action="store_true",
                    help="random MNIST-shaped data instead of MNIST (timing only: the test error means nothing)")
@@ -279,13 +281,19 @@ def _environment(command: str) -> dict:
 
 
 def _run(args, command: str) -> int:
+    for option, value in (("--rounds", args.rounds), ("--sweep-rounds", args.sweep_rounds)):
+        if value < 2:
+            raise UsageError(f"{option} {value}: the first round is a warm-up left out of the figures, so one "
+                             "round measures nothing (accepted: 2 or more)")
     require_ray()
     ks = sorted(set(args.workers))
     modules = args.modules or ks[-1]
     if modules > args.layers:
-        raise UsageError(f"--modules {modules} is more than --layers {args.layers}")
+        raise UsageError(f"--modules {modules} is more than --layers {args.layers} (accepted: 1 to {args.layers}; "
+                         "the default is the largest of --workers)")
     if ks[-1] > modules:
-        raise UsageError(f"--workers {ks[-1]} is more than the {modules} modules (--modules) to share out")
+        raise UsageError(f"--workers {ks[-1]} is more than the {modules} modules (--modules) to share out "
+                         f"(accepted: 1 to {modules})")
     log = (lambda *a: None) if args.quiet else (lambda msg: print(f"{PROG}: {msg}", flush=True))  # noqa: E731
     env = _environment(command)
     x_train, y_train, x_test, y_test = _data(args)
@@ -330,7 +338,7 @@ def _main_phase(args, ks, modules, actors, train, test, log) -> dict:
     rows = []
     for c in configs:
         locked = by_name.get(f"locked bprop K={c.workers}")
-        busy = [r["worker_busy_fraction"] for r in (c.rounds[1:] or c.rounds) if "worker_busy_fraction" in r]
+        busy = [r["worker_busy_fraction"] for r in c.rounds[1:] if "worker_busy_fraction" in r]
         row = {"name": c.name, "kind": c.kind, "method": c.method, "workers": c.workers,
                "worker_busy_fraction_mean": [float(np.mean(b)) for b in zip(*busy)] if busy else None,
                "examples_per_second": throughput(c), "train_seconds": c.train_seconds, "steps": c.step,

@@ -13,7 +13,11 @@ The ``n`` modules are cut into ``workers`` consecutive groups (:func:`balanced_g
 as equal as possible in parameter count, a proxy for their compute), and each
 group (a :class:`~minidni.distributed.stage.Stage`) lives in its own worker
 process (:class:`~minidni.distributed.worker.StageWorker`), whose BLAS is pinned to one
-thread so that K workers use K cores.
+thread (``blas_threads``) so that K workers use K cores. Where the trainer has
+a synthesizer is the trainer's business: give it one module per worker and
+the synthetic gradients sit exactly at the cuts, each worker's layers training
+by backprop among themselves (what ``python -m minidni.run mnist --workers K``
+does, :mod:`minidni.experiments.pipeline`).
 
 Decoupled (``dni``/``cdni``). For every minibatch the driver puts the batch in
 the object store and submits one ``dni_step`` per worker, each taking the
@@ -43,6 +47,16 @@ order of operations is then exactly that of the single-process
 :class:`~minidni.dni.feedforward.FeedForwardTrainer`, so the parameters agree
 to round-off (the tests check it): a debugging mode, with no parallelism.
 
+No deadlock. Outside lock-step no worker ever blocks on another (with the
+complete unlock messages flow both ways); the driver waits, with ``ray.wait``,
+for the steps and for the messages the workers hand it at a drain. ``timeout``
+(seconds, default none) bounds every such wait: a pipeline that makes no
+progress for that long raises :class:`PipelineStalled` instead of hanging.
+
+GPUs. ``backend="cupy"`` reserves one GPU per worker (Ray's ``num_gpus``;
+:class:`~minidni.cli.UsageError` in one line when the cluster has fewer GPUs
+than workers) and each worker moves its stage onto its GPU.
+
 Failures. A worker that dies makes the next ``submit``/``drain`` raise
 :class:`WorkerDied` naming the group, its modules and the step.
 """
@@ -50,21 +64,26 @@ Failures. A worker that dies makes the next ``submit``/``drain`` raise
 from __future__ import annotations
 
 import os
-import pickle
+import socket
+import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
 
+from minidni.backend import BACKENDS, BackendError
 from minidni.cli import TrainingDiverged, UsageError
 from minidni.distributed.stage import Stage
-from minidni.distributed.state import subset
-from minidni.distributed.worker import BLAS_ENV, StageWorker
+from minidni.distributed.state import pack, subset
+from minidni.distributed.worker import StageWorker, blas_env
 
-__all__ = ["Pipeline", "WorkerDied", "balanced_groups", "make_stages", "spawn_workers", "require_ray", "init_ray", "RAY_MISSING", "MODES"]
+__all__ = ["Pipeline", "WorkerDied", "PipelineStalled", "balanced_groups", "make_stages", "spawn_workers",
+           "require_ray", "init_ray", "RAY_MISSING", "MODES", "RAY_CONNECT_TIMEOUT"]
 
 RAY_MISSING = 'Ray is not installed: pip install -e ".[distributed]"'
 MODES = {"bprop": "locked", "dni": "decoupled", "cdni": "decoupled"}
+RAY_CONNECT_TIMEOUT = 30.0  # seconds to reach a cluster's head before giving up
 
 
 class WorkerDied(TrainingDiverged):
@@ -79,6 +98,10 @@ class WorkerDied(TrainingDiverged):
         self.group, self.step = group, step
 
 
+class PipelineStalled(TrainingDiverged):
+    """No step or message of the pipeline finished within its ``timeout``; reported in one line."""
+
+
 def require_ray():
     """The ``ray`` module, or :class:`~minidni.cli.UsageError` with the install command."""
     try:
@@ -88,28 +111,116 @@ def require_ray():
     return ray
 
 
-def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool:
-    """Connect to Ray: join the cluster at ``address``, or start a local instance with ``num_cpus``
-    (default ``os.cpu_count()``). Returns True if this call started or joined Ray (so the caller
-    should ``ray.shutdown()`` when done), False if Ray was already initialised."""
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``HOST:PORT`` or ``ray://HOST:PORT`` address; None for ``auto``/``local``."""
+    rest = address.split("://", 1)[-1]
+    if rest in ("auto", "local"):
+        return None
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UsageError(f"--ray-address {address!r} is not HOST:PORT (accepted: e.g. head-node:6379, "
+                         "ray://head-node:10001, auto)")
+    return host.strip("[]"), int(port)
+
+
+def _within(seconds: float, fn):
+    """``(True, fn())`` if ``fn`` returns within ``seconds``, ``(False, None)`` if not (it is left running in a
+    daemon thread: a connection attempt that cannot be cancelled). An exception from ``fn`` is raised here."""
+    box: dict = {}
+
+    def call():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001  (handed to the caller)
+            box["error"] = exc
+
+    thread = threading.Thread(target=call, daemon=True, name="minidni-ray-probe")
+    thread.start()
+    thread.join(max(seconds, 0.0))
+    if "error" in box:
+        raise box["error"]
+    return ("value" in box), box.get("value")
+
+
+def check_reachable(address: str, timeout: float) -> None:
+    """UsageError, one line naming ``address``, unless a Ray head answers there within ``timeout`` seconds.
+
+    Three steps, all inside the one time limit: the host name resolves, a TCP
+    connection opens, and (for a ``HOST:PORT`` head address) its GCS answers
+    with the cluster's id, which is where ``ray.init`` would otherwise wait for
+    minutes on a port that is open but is not a Ray head.
+    """
+    target = _host_port(address)
+    if target is None:
+        return
+    start = time.monotonic()
+    left = lambda: timeout - (time.monotonic() - start)  # noqa: E731
+
+    def fail(why: str):
+        return UsageError(f"--ray-address {address}: no Ray head answered there ({why} after "
+                          f"{time.monotonic() - start:.1f} s, --ray-timeout {timeout:g}); start one with "
+                          "`ray start --head` or check the address")
+
+    try:
+        done, infos = _within(left(), lambda: socket.getaddrinfo(*target, type=socket.SOCK_STREAM))
+        if not done:
+            raise fail("the host name did not resolve")
+        with socket.create_connection(infos[0][4][:2], timeout=max(left(), 0.01)):
+            pass
+    except socket.gaierror as exc:
+        raise fail(f"unknown host: {exc.strerror}") from None
+    except OSError as exc:
+        raise fail("timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)) from None
+    if address.startswith("ray://"):
+        return  # a Ray client server, not a GCS: ray.init reports its own errors quickly
+    from ray._raylet import GcsClient  # noqa: PLC0415  (what ray.init itself connects with)
+
+    try:
+        done, _ = _within(left(), lambda: GcsClient(address=f"{target[0]}:{target[1]}").cluster_id)
+    except Exception as exc:  # noqa: BLE001  (any failure of the handshake means: not a usable head)
+        raise fail(f"not a Ray head: {type(exc).__name__}") from None
+    if not done:
+        raise fail("the port is open but no Ray GCS answered")
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
+             timeout: float = RAY_CONNECT_TIMEOUT) -> bool:
+    """Connect to Ray: join the cluster at ``address`` (UsageError, one line, if its head cannot be
+    reached within ``timeout`` seconds), or start a local instance with ``num_cpus`` (default
+    ``os.cpu_count()``) and ``num_gpus`` (default: what Ray detects). Returns True if this call started
+    or joined Ray (so the caller should ``ray.shutdown()`` when done), False if Ray was already initialised."""
     import logging  # noqa: PLC0415
 
     ray = require_ray()
+    if address:
+        check_reachable(address, timeout)
     if ray.is_initialized():
         return False
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}  # failures arrive as exceptions
     if address:
-        ray.init(address=address, **quiet)
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError) as exc:
+            raise UsageError(f"--ray-address {address}: could not join a Ray cluster there "
+                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **quiet)
+        ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False, **quiet)
     return True
 
 
-def balanced_groups(costs: Sequence[float], k: int) -> list[tuple[int, int]]:
-    """Cut ``costs`` into ``k`` consecutive non-empty groups ``[(start, stop), ...]`` minimising the largest sum."""
+def balanced_groups(costs: Sequence[float], k: int, *, cut_costs: Sequence[float] | None = None
+                    ) -> list[tuple[int, int]]:
+    """Cut ``costs`` into ``k`` consecutive non-empty groups ``[(start, stop), ...]`` minimising the largest sum.
+
+    ``cut_costs[i]`` (default 0): what a group ending after item ``i`` (below the top) pays besides its items,
+    e.g. the synthesizer that then sits on that item's output, in the group below the cut.
+    """
     n = len(costs)
     if not 1 <= k <= n:
         raise ValueError(f"cannot cut {n} modules into {k} groups (accepted: 1 to {n} workers)")
+    extra = [0.0] * n if cut_costs is None else [float(c) for c in cut_costs] + [0.0]
+    if len(extra) != n:
+        raise ValueError(f"cut_costs needs {n - 1} values (one per boundary), got {len(extra) - 1}")
     prefix = np.concatenate([[0.0], np.cumsum(costs, dtype=np.float64)])
     # best[j][m]: smallest possible largest group when the first m modules form j groups
     best = np.full((k + 1, n + 1), np.inf)
@@ -118,7 +229,7 @@ def balanced_groups(costs: Sequence[float], k: int) -> list[tuple[int, int]]:
     for j in range(1, k + 1):
         for m in range(j, n + 1):
             for s in range(j - 1, m):
-                value = max(best[j - 1][s], prefix[m] - prefix[s])
+                value = max(best[j - 1][s], prefix[m] - prefix[s] + (extra[m - 1] if m < n else 0.0))
                 if value < best[j][m]:
                     best[j][m], cut[j][m] = value, s
     groups, m = [], n
@@ -128,19 +239,24 @@ def balanced_groups(costs: Sequence[float], k: int) -> list[tuple[int, int]]:
     return groups[::-1]
 
 
-def spawn_workers(count: int, *, cpus_per_worker: float = 1.0) -> list:
-    """Start ``count`` empty worker actors (one process each, BLAS pinned to 1 thread, ``cpus_per_worker`` CPUs).
+def spawn_workers(count: int, *, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
+                  blas_threads: int = 1) -> list:
+    """Start ``count`` empty worker actors: one process each, BLAS pinned to ``blas_threads`` threads,
+    reserving ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs (Ray's ``num_gpus``: a worker with 1
+    sees only its own GPU). UsageError, one line, when the cluster has fewer CPUs or GPUs than that.
 
     A :class:`Pipeline` starts its own; pass these as ``actors=`` to reuse
     processes across several pipelines (each set up after the previous drained).
     """
     ray = require_ray()
-    available = ray.cluster_resources().get("CPU", 0.0)
-    if count * cpus_per_worker > available:
-        raise UsageError(f"{count} workers x {cpus_per_worker:g} CPU need {count * cpus_per_worker:g} CPUs; "
-                         f"the Ray cluster has {available:g} (use fewer --workers or add nodes)")
-    remote = ray.remote(StageWorker).options(num_cpus=cpus_per_worker, max_restarts=0, max_task_retries=0,
-                                             runtime_env={"env_vars": dict(BLAS_ENV)})
+    resources = ray.cluster_resources()
+    for kind, per_worker in (("GPU", gpus_per_worker), ("CPU", cpus_per_worker)):
+        available = resources.get(kind, 0.0)
+        if count * per_worker > available:
+            raise UsageError(f"{count} workers x {per_worker:g} {kind} need {count * per_worker:g} {kind}s; the Ray "
+                             f"cluster has {available:g} (use fewer --workers or add nodes with {kind}s)")
+    remote = ray.remote(StageWorker).options(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0,
+                                             max_task_retries=0, runtime_env={"env_vars": blas_env(blas_threads)})
     return [remote.remote() for _ in range(count)]
 
 
@@ -150,6 +266,10 @@ def make_stages(trainer, groups: Sequence[tuple[int, int]]) -> list[Stage]:
     return [Stage(trainer.modules[a:b], first=a, num_modules=n, synthesizers=trainer.synthesizers[a:min(b, n - 1)],
                   input_models=[None if i == 0 else trainer.input_models[i - 1] for i in range(a, b)]
                   if unlock else None, loss=trainer.loss_fn) for a, b in groups]
+
+
+def _modules(first: int, last: int) -> str:
+    return f"module {first}" if first == last else f"modules {first}-{last}"
 
 
 def _module_cost(module) -> float:
@@ -165,7 +285,10 @@ class Pipeline:
     trainer itself is not changed. ``groups``: explicit ``[(start, stop)]``
     cut (default :func:`balanced_groups` by parameter count). ``window``:
     minibatches in flight (default ``workers + 1``). ``cpus_per_worker``: the
-    Ray CPU resource each worker reserves. ``fail_at``: ``(group, step)``, a
+    Ray CPU resource each worker reserves; ``blas_threads``: its BLAS threads.
+    ``backend``: ``"numpy"``, or ``"cupy"`` (one GPU per worker). ``timeout``:
+    seconds any wait may last without progress before :class:`PipelineStalled`
+    (default: no limit). ``fail_at``: ``(group, step)``, a
     test hook that kills that worker when the step reaches it. ``actors``:
     ``workers`` idle actors from :func:`spawn_workers` to use instead of
     starting new ones (they are then not stopped by :meth:`shutdown`).
@@ -173,8 +296,11 @@ class Pipeline:
 
     def __init__(self, trainer, *, workers: int, groups: Sequence[tuple[int, int]] | None = None,
                  window: int | None = None, lockstep: bool = False, cpus_per_worker: float = 1.0,
+                 blas_threads: int = 1, backend: str = "numpy", timeout: float | None = None,
                  fail_at: tuple[int, int] | None = None, actors: Sequence | None = None):
         ray = require_ray()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if not ray.is_initialized():
             raise RuntimeError("Ray is not initialised: call minidni.distributed.init_ray() first")
         if trainer.method not in MODES:
@@ -195,19 +321,29 @@ class Pipeline:
         if self.window < 1:
             raise ValueError(f"window must be >= 1 minibatch in flight, got {window}")
         self.unlock = trainer.input_models is not None
+        self.backend, self.timeout = backend, timeout
         self._in_flight: deque = deque()
         self._eval_input = None
         self._owned = actors is None
-        self.actors = spawn_workers(workers, cpus_per_worker=cpus_per_worker) if actors is None else list(actors)
+        self.actors = list(actors) if actors is not None else spawn_workers(
+            workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=1.0 if backend == "cupy" else 0.0,
+            blas_threads=blas_threads)
         if len(self.actors) != workers:
             raise ValueError(f"got {len(self.actors)} worker actors for {workers} workers")
         ends = [None] + self.actors + [None]
         refs = []
         for g, stage in enumerate(make_stages(trainer, self.groups)):
             fail_step = fail_at[1] if fail_at is not None and fail_at[0] == g else None
-            refs.append(self.actors[g].setup.remote(pickle.dumps(stage), g, ends[g], ends[g + 2],
-                                                    lockstep=self.lockstep, fail_at_step=fail_step))
-        ray.get(refs)
+            refs.append(self.actors[g].setup.remote(pack(stage), g, ends[g], ends[g + 2],
+                                                    lockstep=self.lockstep, fail_at_step=fail_step,
+                                                    backend_name=backend))
+        try:
+            ray.get(refs)
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, BackendError):  # e.g. no CuPy on a worker's node: one line, not a traceback
+                self.shutdown()
+                raise BackendError(f"a pipeline worker cannot use backend {backend!r}: {exc.cause}") from None
+            raise
         self.placement = ray.get([a.where.remote() for a in self.actors])
 
     @staticmethod
@@ -215,8 +351,8 @@ class Pipeline:
         for m in trainer.modules:
             for k, p in m.net.params.items():
                 if not isinstance(p, np.ndarray):
-                    raise ValueError(f"pipeline workers run on NumPy; param {k!r} is a {type(p).__module__} array "
-                                     "(use --backend numpy with --workers)")
+                    raise ValueError(f"a pipeline takes a trainer on the host (its workers move it to their "
+                                     f"backend); param {k!r} is a {type(p).__module__} array")
 
     # ------------------------------------------------------------------ context
     def __enter__(self) -> Pipeline:
@@ -233,9 +369,10 @@ class Pipeline:
         self.actors = []
 
     def describe(self) -> list[str]:
-        """One line per worker: its group, modules, Ray node, IP address and process id."""
-        return [f"group {p['group']} (modules {p['modules'][0]}-{p['modules'][1]}): node {p['node_id'][:12]} "
-                f"ip {p['ip']} pid {p['pid']}" for p in self.placement]
+        """One line per worker: its group, modules, Ray node, IP address, process id (and GPU)."""
+        return [f"group {p['group']} ({_modules(*p['modules'])}): node {p['node_id'][:12]} "
+                f"ip {p['ip']} pid {p['pid']}" + (f" gpu {','.join(p['gpu_ids'])}" if p["gpu_ids"] else "")
+                for p in self.placement]
 
     # ------------------------------------------------------------------ training
     def submit(self, step: int, x, y) -> list[dict]:
@@ -273,10 +410,15 @@ class Pipeline:
         return done
 
     def drain(self) -> list[dict]:
-        """Finish every step in flight and apply every message; returns the steps finished."""
+        """Finish every step in flight and apply every message; returns the steps finished.
+
+        Every step has returned once its infos are in, so every message is sent: the workers hand over
+        their references (without waiting themselves) and the driver waits until each is applied.
+        """
         done = [self._retire() for _ in range(len(self._in_flight))]
         step = done[-1]["step"] if done else -1
-        self._get(step, [a.flush.remote() for a in self.actors])
+        messages = [ref for sent in self._get(step, [a.flush.remote() for a in self.actors]) for ref in sent]
+        self._get(step, messages)
         left = self._get(step, [a.in_flight.remote() for a in self.actors])
         if any(left):
             raise RuntimeError(f"messages still in flight after a drain: {left} per worker")
@@ -291,10 +433,22 @@ class Pipeline:
             merged["input_loss"].update(info.get("input_loss", {}))
         return merged
 
+    def _wait(self, refs) -> None:
+        """Wait until every ref is ready; :class:`PipelineStalled` if none becomes ready for ``timeout`` s."""
+        ray = require_ray()
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=self.timeout)
+            if not ready and pending:
+                raise PipelineStalled(f"the pipeline made no progress for {self.timeout:g} s ({len(pending)} "
+                                      "results or messages outstanding); stopped rather than wait forever")
+
     def _get(self, step: int, refs):
-        """``ray.get(refs)``, turning a dead worker into :class:`WorkerDied`."""
+        """``ray.get(refs)`` (a ref or a list) within ``timeout``, turning a dead worker into :class:`WorkerDied`."""
         ray = require_ray()
         try:
+            if self.timeout is not None:
+                self._wait(refs if isinstance(refs, list) else [refs])
             return ray.get(refs)
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.ObjectLostError) as exc:
             dead = self._dead_workers()
@@ -304,7 +458,7 @@ class Pipeline:
             g = dead[0]
             a, b = self.groups[g]
             cause = type(exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else exc).__name__
-            raise WorkerDied(f"the worker of group {g} (modules {a}-{b - 1}, pid {self.placement[g]['pid']}) died; "
+            raise WorkerDied(f"the worker of group {g} ({_modules(a, b - 1)}, pid {self.placement[g]['pid']}) died; "
                              f"the run stopped at step {step} ({cause})", group=g, step=step) from None
 
     def _discard_in_flight(self) -> None:

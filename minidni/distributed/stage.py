@@ -17,7 +17,10 @@ regressions cross a stage boundary and happen LATER, when a message arrives:
 - the input gradient of module ``first`` (``d_in``, returned by ``dni_step``)
   is the target of ``S_{first-1}``, which lives in the stage below; it is
   delivered there by :meth:`fit_sg_target`. Until then the stage below keeps
-  the prediction's cache (``pending_sg``) and goes on with the next minibatch;
+  the prediction's cache (``pending_sg``) and goes on with the next minibatch.
+  With the complete unlock the stage above does not wait for this stage's
+  output, so its target may arrive BEFORE the prediction it belongs to: it
+  waits in ``early_sg`` and is fitted right after that prediction;
 - with the complete unlock, the output of module ``last`` is the target of
   ``I_{last+1}`` in the stage above (:meth:`fit_input_target`); a target that
   arrives before the prediction it belongs to waits in ``early_input``.
@@ -45,6 +48,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from minidni.backend import get_xp
 from minidni.distributed.state import load_module_state, load_regressor_state, module_state, regressor_state
 from minidni.functional.losses import softmax_cross_entropy
 
@@ -80,6 +84,7 @@ class Stage:
         self.updates = 0
         self.pending_sg: dict = {}       # step -> (S_last's prediction cache, updates and S_last's fits
                                  #          after that step, its input h_last and labels)
+        self.early_sg: dict = {}         # step -> target for S_last that arrived before the prediction
         self.pending_input: dict = {}    # step -> (cache of I_first's prediction, updates after that step)
         self.early_input: dict = {}      # step -> target for I_first that arrived before the prediction
         self.bprop_caches: dict = {}     # step -> module caches waiting for the gradient from above
@@ -135,8 +140,10 @@ class Stage:
             below = (sg, sg_cache) if sg is not None else None
             h = out
         self.updates += 1
-        if below is not None:  # S_last's target will come from the stage above
+        if below is not None:  # S_last's target will come from the stage above (or came already)
             self.pending_sg[step] = (below[1], self.updates, below[0].fits, out, y)
+            if step in self.early_sg:
+                self._fit_sg(step, self.early_sg.pop(step))
         end = time.time()
         self._log("dni_step", step, start, end)
         self.steps.append((step, start, forward_end, end))
@@ -144,8 +151,16 @@ class Stage:
         return (None if self.is_top else out), (target_below if self.first > 0 else None), info
 
     def fit_sg_target(self, step: int, target) -> None:
-        """The gradient at ``h_last`` for ``step`` arrived from the stage above: ``S_last`` regresses onto it."""
+        """The gradient at ``h_last`` for ``step`` arrived from the stage above: ``S_last`` regresses onto it
+        (or, if this stage has not predicted for ``step`` yet, right after it does)."""
         start = time.time()
+        if step in self.pending_sg:
+            self._fit_sg(step, target)
+        else:
+            self.early_sg[step] = target
+        self._log("sg_fit", step, start, time.time())
+
+    def _fit_sg(self, step: int, target) -> None:
         cache, stamp, fits, out, y = self.pending_sg.pop(step)
         sg = self.synthesizers[-1]
         if sg.fits != fits:
@@ -156,7 +171,6 @@ class Stage:
             _, cache = sg.predict(out, y)
         self.last_losses["sg_loss"][self.last] = float(sg.fit(cache, target))
         self.staleness["sg"].append(self.updates - stamp)
-        self._log("sg_fit", step, start, time.time())
 
     def fit_input_target(self, step: int, target) -> None:
         """The real input of module ``first`` for ``step`` arrived from the stage below: ``I_first`` learns it."""
@@ -226,13 +240,13 @@ class Stage:
     # ------------------------------------------------------------------ evaluation, lr, state
     def infer(self, h, batch_size: int = 1000):
         """Inference-mode output of the stage for ``h`` (N, ...), in batches (no state changes)."""
-        outs = []
+        xp, outs = get_xp(h), []
         for start in range(0, h.shape[0], batch_size):
             out = h[start:start + batch_size]
             for module in self.modules:
                 out, _ = module.forward(out, train=False)
             outs.append(out)
-        return np.concatenate(outs, axis=0)
+        return xp.concatenate(outs, axis=0)
 
     def set_lr(self, lr: float, sg_lr: float) -> None:
         for module in self.modules:
@@ -242,7 +256,8 @@ class Stage:
 
     def in_flight(self) -> int:
         """Predictions and caches still waiting for a message (0 once the pipeline is drained)."""
-        return len(self.pending_sg) + len(self.pending_input) + len(self.early_input) + len(self.bprop_caches)
+        return (len(self.pending_sg) + len(self.early_sg) + len(self.pending_input) + len(self.early_input)
+                + len(self.bprop_caches))
 
     def state_dict(self) -> dict:
         """Host copies of everything this stage owns (keys of :mod:`minidni.distributed.state`)."""

@@ -18,9 +18,20 @@ single-process trainer's state has exactly the same keys
     number of regressions so far, which decides warm-up).
 
 Learning rates are not state: the run sets them from its schedule each step.
+
+:func:`pack`/:func:`unpack` send a whole stage (or any object holding NumPy
+arrays) to a worker and, there, onto its array module, keeping shared arrays
+shared and views (the flat parameter buffers' views that layers hold) views;
+:func:`on_backend` does both in one process.
 """
 
 from __future__ import annotations
+
+import importlib
+import io
+import math
+import pickle
+from types import ModuleType
 
 import numpy as np
 
@@ -28,7 +39,7 @@ from minidni.backend import get_xp, to_device, to_numpy
 from minidni.optim import SGD, Adam, Optimizer
 
 __all__ = ["optimizer_state", "load_optimizer_state", "module_state", "load_module_state",
-           "regressor_state", "load_regressor_state", "trainer_state", "subset"]
+           "regressor_state", "load_regressor_state", "trainer_state", "subset", "pack", "unpack", "on_backend"]
 
 
 def optimizer_state(opt: Optimizer | None) -> dict[str, np.ndarray]:
@@ -133,3 +144,94 @@ def subset(state: dict, prefixes) -> dict:
     """Entries of ``state`` whose key starts with one of ``prefixes``."""
     prefixes = tuple(prefixes)
     return {k: v for k, v in state.items() if k.startswith(prefixes)}
+
+
+
+
+def _owner(a: np.ndarray) -> np.ndarray:
+    """The array that owns ``a``'s memory (``a`` itself if it owns it)."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+class _Packer(pickle.Pickler):
+    """Pickles an object graph with its NumPy arrays set aside: each memory-owning array once, each view as
+    (owner, element offset, shape), and every module (a ``FlatParams``' ``xp``) by name."""
+
+    def __init__(self, file):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.owners: list = []
+        self._index: dict = {}
+        self._views: dict = {}  # id -> (number, the view: kept alive so that its id stays its own)
+
+    def _owner_index(self, a: np.ndarray) -> int:
+        if id(a) not in self._index:
+            if not a.flags.c_contiguous:
+                raise ValueError(f"cannot move an array that owns non-contiguous memory (shape {a.shape})")
+            self._index[id(a)] = len(self.owners)
+            self.owners.append(a)
+        return self._index[id(a)]
+
+    def persistent_id(self, obj):
+        if isinstance(obj, ModuleType):
+            return ("module", obj.__name__)
+        if not isinstance(obj, np.ndarray):
+            return None
+        owner = _owner(obj)
+        if owner is obj:
+            return ("array", self._owner_index(obj))
+        if not obj.flags.c_contiguous or obj.dtype != owner.dtype:
+            raise ValueError(f"cannot move a non-contiguous or re-typed view (shape {obj.shape}) and keep it a view")
+        offset = (obj.__array_interface__["data"][0] - owner.__array_interface__["data"][0]) // obj.itemsize
+        number = self._views.setdefault(id(obj), (len(self._views), obj))[0]
+        return ("view", number, self._owner_index(owner), int(offset), obj.shape)
+
+
+class _Unpacker(pickle.Unpickler):
+    """Rebuilds what :class:`_Packer` wrote with the owning arrays on ``xp`` and every view a view of its owner
+    there; the module ``numpy`` (the array module a ``FlatParams`` keeps) becomes ``xp``."""
+
+    def __init__(self, file, owners: list, xp: ModuleType):
+        super().__init__(file)
+        self.owners, self.xp, self.moved, self.views = owners, xp, {}, {}
+
+    def _owner(self, i: int):
+        if i not in self.moved:
+            self.moved[i] = np.array(self.owners[i]) if self.xp is np else to_device(self.owners[i], self.xp)
+        return self.moved[i]
+
+    def persistent_load(self, pid):
+        kind = pid[0]
+        if kind == "module":
+            return self.xp if pid[1] == "numpy" else importlib.import_module(pid[1])
+        if kind == "array":
+            return self._owner(pid[1])
+        _, number, i, offset, shape = pid
+        if number not in self.views:  # one view object per original view, as one array per original array
+            self.views[number] = self._owner(i).reshape(-1)[offset:offset + math.prod(shape)].reshape(shape)
+        return self.views[number]
+
+
+def pack(obj) -> bytes:
+    """``obj`` (a :class:`~minidni.distributed.stage.Stage`, a trainer, ...) as bytes for :func:`unpack`.
+
+    Unlike plain pickling, arrays that are views (the flat parameter buffers of
+    :mod:`minidni.flat`, whose views the layers hold) stay views of one buffer.
+    """
+    buffer = io.BytesIO()
+    packer = _Packer(buffer)
+    packer.dump(obj)
+    return pickle.dumps((buffer.getvalue(), packer.owners), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack(payload: bytes, xp: ModuleType = np):
+    """The object :func:`pack` made, its arrays copied onto ``xp`` (``numpy`` or ``cupy``): an array that
+    several owners share (a layer's param and its optimiser's view) is ONE array, a view stays a view."""
+    graph, owners = pickle.loads(payload)
+    return _Unpacker(io.BytesIO(graph), owners, xp).load()
+
+
+def on_backend(obj, xp: ModuleType):
+    """A copy of ``obj`` with every NumPy array copied onto ``xp``, sharing and views kept (:func:`unpack`)."""
+    return unpack(pack(obj), xp)

@@ -2,7 +2,8 @@
 
 :class:`StageWorker` is a plain class; :mod:`minidni.distributed.pipeline`
 turns it into a Ray actor with ``ray.remote(StageWorker).options(...)``, one
-process per stage, its BLAS pinned to one thread. Its step methods return two
+process per stage, its BLAS pinned to ``blas_threads`` threads (1 unless the
+pipeline says otherwise). Its step methods return two
 objects, ``(tensor, info)``: the tensor (an activation or a gradient) goes on
 to the next worker as an object reference, the small ``info`` dict comes back
 to the driver, which reads it to follow progress and to notice failures.
@@ -17,6 +18,19 @@ arrives. With ``lockstep=True`` it waits until the message has been applied,
 which, with the driver's one-stage-at-a-time schedule, reproduces the
 single-process order of operations exactly.
 
+No worker ever waits for another outside lock-step: messages go both ways
+with the complete unlock (SG targets down, synthetic-input targets up), and
+two workers each blocked on a message to the other would wait forever. So
+:meth:`flush` does not wait; it hands the references of the messages sent so
+far to the driver, which waits for them (``ray.wait``) while every worker is
+free to apply what it receives.
+
+Backend. On ``backend="cupy"`` (one GPU per worker, reserved through Ray's
+``num_gpus``) the worker unpacks its stage onto the GPU when it is set up
+(:func:`~minidni.distributed.state.unpack`); activations and gradients
+travel between workers as host arrays (the object store holds host memory)
+and move onto the device when they arrive.
+
 ``fail_at_step``: a test hook; the worker's process exits abruptly when a step
 of that number arrives, as if the machine had lost it.
 """
@@ -24,15 +38,25 @@ of that number arrives, as if the machine had lost it.
 from __future__ import annotations
 
 import os
-import pickle
 
-__all__ = ["StageWorker", "BLAS_ENV"]
+import numpy as np
 
-BLAS_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+from minidni import backend
+from minidni.distributed.state import unpack
+
+__all__ = ["StageWorker", "BLAS_VARS", "blas_env"]
+
+BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def blas_env(threads: int = 1) -> dict[str, str]:
+    """Environment variables that set a worker process's BLAS to ``threads`` threads."""
+    return {k: str(int(threads)) for k in BLAS_VARS}
 
 
 class StageWorker:
-    """Holds one stage (sent pickled, so its arrays are private and writable) and relays its messages.
+    """Holds one stage (sent packed, :func:`~minidni.distributed.state.pack`: its arrays private and writable,
+    the views of its flat parameter buffers still views) and relays its messages.
 
     A worker starts empty; :meth:`setup` gives it a stage, its place in the
     pipeline and the handles of its neighbours. A drained worker can be set up
@@ -42,32 +66,42 @@ class StageWorker:
     def __init__(self):
         self.stage = None
         self.index, self.lockstep, self.fail_at_step = -1, False, None
+        self.xp = np
         self.below = self.above = None
         self.sent: list = []  # references of messages sent and not yet known to be applied
 
     def setup(self, payload: bytes, index: int, below, above, *, lockstep: bool = False,
-              fail_at_step: int | None = None) -> None:
-        """Hold the pickled stage ``payload`` as group ``index``, between the workers ``below`` and ``above``."""
-        self.stage = pickle.loads(payload)
+              fail_at_step: int | None = None, backend_name: str = "numpy") -> None:
+        """Hold the packed stage ``payload`` as group ``index``, between the workers ``below`` and ``above``,
+        on ``backend_name`` (:class:`~minidni.backend.BackendError` if this worker cannot use it)."""
+        self.xp = backend.set_backend(backend_name)
+        self.stage = unpack(payload, self.xp)
         self.index, self.lockstep, self.fail_at_step = index, lockstep, fail_at_step
         self.below, self.above = below, above
         self.sent = []
 
     def where(self) -> dict:
-        """Where this worker runs: Ray node id, IP address, process id, BLAS thread settings."""
+        """Where this worker runs: Ray node id, IP address, process id, GPUs, backend, BLAS thread settings."""
         import ray  # noqa: PLC0415  (workers exist only under Ray)
 
-        return {"group": self.index, "modules": [self.stage.first, self.stage.last],
+        return {"group": self.index, "modules": None if self.stage is None else [self.stage.first, self.stage.last],
                 "node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
-                "pid": os.getpid(), "blas_threads": {k: os.environ.get(k) for k in BLAS_ENV}}
+                "pid": os.getpid(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                "backend": backend.backend_name(self.xp),
+                "blas_threads": {k: os.environ.get(k) for k in BLAS_VARS}}
 
     def ping(self) -> int:
         return self.index
 
     # ------------------------------------------------------------------ steps
+    def _in(self, a):
+        """An arriving host array (or None) on this worker's backend."""
+        return a if a is None or self.xp is np else backend.to_device(a, self.xp)
+
     def dni_step(self, step: int, h, x, y):
         self._maybe_fail(step)
-        out, d_in, info = self.stage.dni_step(step, h, x, y)
+        out, d_in, info = self.stage.dni_step(step, self._in(h), self._in(x), self._in(y))
+        out, d_in = backend.to_numpy(out), backend.to_numpy(d_in)  # (no copy on NumPy)
         if d_in is not None:
             self._send(self.below.fit_sg_target.remote(step, d_in))
         if self.stage.input_models is not None:
@@ -77,19 +111,19 @@ class StageWorker:
         return out, info
 
     def fit_sg_target(self, step: int, target) -> None:
-        self.stage.fit_sg_target(step, target)
+        self.stage.fit_sg_target(step, self._in(target))
 
     def fit_input_target(self, step: int, target) -> None:
-        self.stage.fit_input_target(step, target)
+        self.stage.fit_input_target(step, self._in(target))
 
     def bprop_forward(self, step: int, h, y):
         self._maybe_fail(step)
-        out, d_in, info = self.stage.bprop_forward(step, h, y)
-        return (out if out is not None else d_in), info
+        out, d_in, info = self.stage.bprop_forward(step, self._in(h), self._in(y))
+        return backend.to_numpy(out if out is not None else d_in), info
 
     def bprop_backward(self, step: int, d):
         self._maybe_fail(step)
-        return self.stage.bprop_backward(step, d), {"step": step}
+        return backend.to_numpy(self.stage.bprop_backward(step, self._in(d))), {"step": step}
 
     def _send(self, ref) -> None:
         import ray  # noqa: PLC0415
@@ -109,23 +143,16 @@ class StageWorker:
             os._exit(1)
 
     # ------------------------------------------------------------------ driver requests
-    def flush(self) -> int:
-        """Wait until every message this worker sent has been applied; returns how many there were."""
-        import ray  # noqa: PLC0415
-
-        count, sent = len(self.sent), self.sent
-        self.sent = []
-        try:
-            ray.get(sent)
-        except ray.exceptions.RayActorError:
-            pass  # as in _send: the driver reports the dead receiver itself
-        return count
+    def flush(self) -> list:
+        """The references of every message sent and not yet known to be applied (the driver waits for them)."""
+        sent, self.sent = self.sent, []
+        return sent
 
     def in_flight(self) -> int:
         return self.stage.in_flight()
 
     def infer(self, h, batch_size: int = 1000):
-        return self.stage.infer(h, batch_size)
+        return backend.to_numpy(self.stage.infer(self._in(h), batch_size))
 
     def set_lr(self, lr: float, sg_lr: float) -> None:
         self.stage.set_lr(lr, sg_lr)
