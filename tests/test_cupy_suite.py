@@ -38,6 +38,15 @@ def _on(name: str, fn):
         backend.set_backend("numpy")
 
 
+def _untimed(obj):
+    """``obj`` without the entries that are run timings (``*second*``): they differ run to run."""
+    if isinstance(obj, dict):
+        return {k: _untimed(v) for k, v in obj.items() if "second" not in k}
+    if isinstance(obj, list):
+        return [_untimed(v) for v in obj]
+    return obj
+
+
 def _close(a, b, what=""):
     if isinstance(a, dict):
         assert a.keys() == b.keys(), what
@@ -159,8 +168,7 @@ RECURRENT_ARGS = ["--steps", "24", "--hidden", "8", "--batch", "4", "--T", "3", 
 
 def _summary_core(s: dict) -> dict:
     """What a run computed (not its timing or backend)."""
-    logs = [{k: v for k, v in e.items() if "seconds" not in k}
-            for e in s.get("logs", s.get("curves", {}).get("logs", []))]
+    logs = _untimed(s.get("logs", s.get("curves", {}).get("logs", [])))
     keep = ("max_episode_length", "level", "test_error_percent", "valid_bpc", "test_bpc", "steps")
     return {"logs": logs, **{k: s[k] for k in keep if k in s}}
 
@@ -284,6 +292,27 @@ def test_benches_run_on_cupy(cupy, tmp_path, bench, extra, capsys):
     main = importlib.import_module(f"minidni.bench.{bench}").main
     assert main(["--backend", "cupy", *extra, "--out", str(tmp_path / "b.json")]) == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "b.json").read_text())
+
+
+@pytest.mark.parametrize("table", ["table1", "table2"])
+def test_table_commands_on_cupy_match_numpy(cupy, tmp_path, monkeypatch, capsys, table):
+    import importlib  # noqa: PLC0415
+
+    main = importlib.import_module(f"minidni.experiments.{table}").main
+    if table == "table1":
+        monkeypatch.setitem(ff.LOADERS, "mnist", lambda data_dir: _tiny_images())  # the runs run inline
+        argv = ["--layers", "3", "--methods", "bprop", "cdni", "--steps", "2", "--batch", "16", "--eval-every", "1",
+                "--log-every", "1", "--sg-width", "4"]
+    else:
+        argv = ["--tasks", "copy", "--modes", "bptt", "dni", "--T", "2", "--seeds", "0", "--steps", "12",
+                "--hidden", "4", "--batch", "2", "--extra", "--log-every 4"]
+    tables = {}
+    for name in ("numpy", "cupy"):
+        assert main([*argv, "--executor", "inline", "--backend", name, "--out", str(tmp_path / name / "runs"),
+                     "--figures", str(tmp_path / name / "fig")]) == 0, capsys.readouterr().err
+        (result,) = (tmp_path / name / "fig").glob(f"{table}*.json")
+        tables[name] = _untimed(json.loads(result.read_text())["ours" if table == "table1" else "table"])
+    _close(tables["cupy"], tables["numpy"])
 
 
 # -- the host-sync budget -----------------------------------------------------------------------
