@@ -430,7 +430,7 @@ def test_cli_cnn_on_cifar_shaped_data(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--sg-hidden", "3"], "--sg-hidden"),
-    (["--p-update", "1.5"], "not a probability"),
+    (["--p-update", "1.5"], "1.5 is out of range (accepted: a finite number >= 0 and <= 1)"),
     (["--method", "bprop", "--unlock", "forward"], "--unlock forward needs --method dni or cdni"),
     (["--model", "cnn", "--unlock", "forward"], "fcn only"),
     (["--layers", "1"], "--layers 2 or more"),

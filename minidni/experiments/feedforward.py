@@ -228,18 +228,25 @@ def run(args: argparse.Namespace, data: Dataset, *, dataset: str = "mnist") -> d
         err = evaluate(0, 0.0)
     bar = tqdm(total=args.steps, initial=first - 1, unit="step", disable=not args.progress, mininterval=1.0,
                dynamic_ncols=True)
+    since = time.perf_counter()  # training time not yet added to train_seconds (synchronised at log points)
+    order_on_device = backend.to_device(order)  # one copy per epoch, not one per step
     for step in range(first, args.steps + 1):
-        t0 = time.perf_counter()
         if cursor + args.batch > n_train:  # a new epoch: reshuffle
             order, cursor = order_rng.permutation(n_train), 0
-        idx = backend.to_device(order[cursor:cursor + args.batch])
+            order_on_device = backend.to_device(order)
+        idx = order_on_device[cursor:cursor + args.batch]
         cursor += args.batch
         lr = schedule(step - 1)
         trainer.set_lr(lr, sg_lr * lr / args.lr)
         logging = step % args.log_every == 0 or step == args.steps
         result = trainer.step(x_train[idx], y_train[idx], diagnose=logging and args.log_sg and uses_sg)
+        evaluating = step % args.eval_every == 0 or step == args.steps
+        checkpointing = bool(checkpoint_every) and step % checkpoint_every == 0
+        if logging or evaluating or checkpointing:  # the device is synchronised only here
+            backend.synchronize(xp)
+            train_seconds += time.perf_counter() - since
         if logging:
-            host = result.to_host()  # the only host sync of a training step
+            host = result.to_host()  # the only host copy of a log interval
             raise_if_diverged(host, step)
             last_log = {"step": step, **{k: host[k] for k in ("loss", "sg_loss", "input_loss", "cosine", "norm_ratio")}}
             curves.logs.append(last_log)
@@ -249,16 +256,16 @@ def run(args: argparse.Namespace, data: Dataset, *, dataset: str = "mnist") -> d
                            f"gradient (cos {host['cosine'][i]:.2f}); it may be diverging (try a smaller --sg-lr)")
                     curves.warnings.append(msg)
                     bar.write(msg)
-        backend.synchronize(xp)
-        train_seconds += time.perf_counter() - t0
-        if step % args.eval_every == 0 or step == args.steps:
+        if evaluating:
             err = evaluate(step, train_seconds)
-        if checkpoint_every and step % checkpoint_every == 0:
+        if checkpointing:
             ckpt.save(step, order_rng, order=order, cursor=cursor, train_seconds=train_seconds, curves=curves)
         bar.update(1)
         if logging:
             bar.set_postfix(loss=f"{last_log['loss']:.3f}", test_err=f"{err:.2f}%",
                             steps_s=f"{step / max(train_seconds, 1e-9):.1f}", refresh=False)
+        if logging or evaluating or checkpointing:
+            since = time.perf_counter()  # logging, evaluation and checkpoints are not training time
     bar.close()
     wall = time.perf_counter() - start
 

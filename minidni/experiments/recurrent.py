@@ -266,19 +266,26 @@ class _Run:
                 return loss, dlogits
 
             tr.train_window(backend.to_device(w.x, xp), loss_grad, episode_end=w.episode_end)
-            episodes = self.scorer.update(out["bits"], w.episode_end, w.level)
-            bad = [e.bits for e in episodes if not math.isfinite(e.bits)]
-            if bad:
-                raise TrainingDiverged(
-                    f"the episode error became NaN or inf ({bad[0]} bits) at step {tr.step}; "
-                    "try a smaller --lr, --clip 1, a smaller --sg-lr or --sg-scale, or --reset-state episode")
-            self.curriculum.update(episodes)
+            self.scorer.add(out["bits"], w.episode_end, w.level)  # on the device: scored at log time
         else:
             w = self.stream.next_window(self.args.T)
             if w.first:
                 tr.reset_state()
             labels = backend.to_device(w.y, xp)
             tr.train_window(one_hot(w.x, self.vocab, xp=xp), lambda logits: char_loss(logits, labels))
+
+    def score_episodes(self) -> None:
+        """Copy: hand the episodes completed since the last log to the curriculum (one host copy).
+
+        The curriculum therefore moves on at log points (every ``--log-every`` windows), never in between.
+        """
+        episodes = self.scorer.collect()
+        bad = [e for e in episodes if not math.isfinite(e.bits)]
+        if bad:
+            raise TrainingDiverged(
+                f"the episode error became NaN or inf ({bad[0].bits} bits) by step {self.trainer.step}; "
+                "try a smaller --lr, --clip 1, a smaller --sg-lr or --sg-scale, or --reset-state episode")
+        self.curriculum.update(episodes)
 
     def log(self, step: int, bar) -> dict:
         d = self.trainer.collect_diagnostics()
@@ -289,6 +296,8 @@ class _Run:
             raise TrainingDiverged(
                 f"{QUANTITY[field]} became NaN or inf at step {at} (the SG's ratio to its target at the last log: "
                 f"{last:.3g}); try --sg-lr smaller, --sg-scale smaller, --reset-state episode, or --clip 1")
+        if self.copy:  # (after the diagnostics, which name the first step where a value went bad)
+            self.score_episodes()
         entry = {"step": step, "train_seconds": self.train_seconds, **{k: v for k, v in d.items() if k != "first_nonfinite"}}
         if self.copy:
             entry.update(level=self.curriculum.level, episode_steps=self.curriculum.num_steps(),
