@@ -589,11 +589,12 @@ nb.show(fig, "copy_curriculum")
 
 # %% [markdown]
 # **What DNI + Aux adds.** Its auxiliary head asks the *first* state of each window to predict
-# the synthetic gradient $M$ will emit at the window's end ($T - 1$ steps after $h_1$). Left: that auxiliary loss (it starts at 0
-# because $M$ starts at 0, rises as $M$ learns to say something, and is then driven down by the
-# core and the head together). Right: the LSTM cell state's size, which stays bounded for every
-# method because the state is reset at every episode's end (`PAPER.md` §6 saw it grow without
-# bound when the state was never reset).
+# the synthetic gradient $M$ will emit at the window's end ($T - 1$ steps after $h_1$). Left: that
+# auxiliary loss, a squared error of per-example gradients (not nats). $M$ and the aux head both
+# start at zero, so it starts at 0; in our runs it jumped whenever the curriculum level changed
+# (the gradient $M$ must predict changes with the task) and settled between the jumps. Right: the
+# LSTM cell state's size, which stays bounded for every method because the state is reset at every
+# episode's end (`PAPER.md` §6 saw it grow without bound when the state was never reset).
 
 # %%
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 3.8), constrained_layout=True)
