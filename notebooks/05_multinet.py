@@ -36,6 +36,7 @@ from math import comb
 import matplotlib.pyplot as plt
 import numpy as np
 
+from minidni.backend import to_device, to_numpy
 from minidni.data import mnist_or_standin
 from minidni.dni.multinet import TwoClockTrainer
 from minidni.functional.losses import softmax_cross_entropy
@@ -121,10 +122,10 @@ class TrueGradient:
     """A perfect SG for one period: B's true gradient at message k, computed ahead (a check, not a method)."""
 
     def __init__(self, trainer, period):
-        x = period.x.astype(np.float64)
+        x = to_device(period.x.astype(np.float64))  # on the selected backend, like the trainer's parameters
         _, self.msgs, _ = trainer.fast_forward(x)
         logits, cache = trainer.slow_forward(self.msgs)
-        _, dlogits = softmax_cross_entropy(logits, period.slow_y)
+        _, dlogits = softmax_cross_entropy(logits, to_device(period.slow_y))
         self.delta, _ = trainer.slow_backward(dlogits, cache)
         self.calls = 0
 
@@ -149,8 +150,9 @@ for mode in ("locked", "dni"):
 locked, dni = recorded["locked"], recorded["dni"]
 print(f"A's updates in one period: locked {locked.fast_updates}, dni {dni.fast_updates} (T = {T}); "
       f"B's: {locked.slow_updates} and {dni.slow_updates}")
-gap = max(np.abs(sum(s[k] for s in dni.fast_opt.steps) - g).max() for k, g in locked.fast_opt.steps[0].items())
-scale = max(np.abs(g).max() for g in locked.fast_opt.steps[0].values())
+summed = {k: to_numpy(sum(s[k] for s in dni.fast_opt.steps)) for k in locked.fast_opt.steps[0]}
+gap = max(np.abs(summed[k] - to_numpy(g)).max() for k, g in locked.fast_opt.steps[0].items())
+scale = max(np.abs(to_numpy(g)).max() for g in locked.fast_opt.steps[0].values())
 print(f"largest difference between the summed dni updates and the locked update: {gap:.1e} (gradients up to {scale:.1e})")
 assert dni.fast_updates == T * locked.fast_updates and gap <= 1e-12 * scale
 
@@ -182,8 +184,8 @@ for mode in ("locked", "dni", "none"):
         tr.train_period(train.next_period())
         seconds += time.perf_counter() - t0
         if p % every == 0:
-            a, b = tr.evaluate(held_out)
-            log.append((p * T * T, 100 * int(a) / (T * rows), 100 * int(b) / rows))
+            a, b = tr.evaluate(held_out)  # numbers of right answers, copied to the host here
+            log.append((p * T * T, 100 * int(to_numpy(a)) / (T * rows), 100 * int(to_numpy(b)) / rows))
     curves[mode] = np.array(log)
     print(f"{mode:6s}: A {log[-1][1]:5.1f}%  B {log[-1][2]:5.1f}%  after {periods * T * T} ticks; "
           f"A {tr.fast_updates} updates, B {tr.slow_updates}; {seconds:.1f} s")

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from minidni.backend import get_xp
 from minidni.dni.multinet import MODES, TwoClockTrainer
 from minidni.experiments.multinet import chance_accuracy, main
 from minidni.functional.losses import softmax_cross_entropy
@@ -288,3 +289,28 @@ def test_run_dispatches_multinet_and_exits_2_on_a_bad_value():
     proc = subprocess.run([sys.executable, "-m", "minidni.run", "multinet", "--T", "0"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--T" in proc.stderr
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_backends_agree_and_training_does_not_sync(mode, xp):
+    """Two periods on the selected backend equal NumPy's (float32, to rounding); no host copy while training."""
+    import strict_cupy  # noqa: PLC0415  (tests/ is on the import path; records the stand-in's host syncs)
+
+    from minidni import backend
+
+    states = {}
+    for name in ("numpy", backend.backend_name(xp)):
+        backend.set_backend(name)
+        tr, stream = _trainer(mode, optimizer="adam", lr=1e-2, dtype=np.float32, clip=1.0), _stream()
+        periods = [stream.next_period() for _ in range(2)]
+        recorder = strict_cupy.SYNCS if name == "cupy" and sys.modules.get("cupy") is strict_cupy.module else None
+        if recorder is not None:
+            recorder.clear()
+        for period in periods:
+            tr.train_period(period)
+        if recorder is not None:
+            assert not recorder.events, recorder.by_site()
+        assert get_xp(tr.fast_params["head.W"]) is backend.get_backend()
+        states[name] = tr.state_dict()[0]
+    for k, v in states["numpy"].items():
+        np.testing.assert_allclose(states[backend.backend_name(xp)][k], v, rtol=1e-4, atol=1e-5, err_msg=k)
