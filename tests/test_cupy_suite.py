@@ -433,7 +433,9 @@ def test_gpu_check_plan_runs_everything_on_cupy_inside_the_budget(tmp_path):
     for name in ("bench-layers", "bench-recurrent", "bench-feedforward"):
         assert by_name[name][4:6] == ["--backend", "cupy"] and by_name[name][-2:] == ["--out", str(
             tmp_path / f"bench_{name[6:]}.json")]
-    assert "--device" in by_name["bench-torch"] and "cuda" in by_name["bench-torch"]
+    assert "--device" in by_name["bench-torch"] and "cuda" in by_name["bench-torch"] and full[6].skip is None
+    cpu_only = gpu.plan(tmp_path, python="py", install=None, tests_dir=None, torch_help="usage: [--threads N]")
+    assert "CPU only" in next(s for s in cpu_only if s.name == "bench-torch").skip
     assert all(str(tmp_path) in " ".join(argv) for name, argv in by_name.items() if name not in ("install", "device"))
     bare = gpu.plan(tmp_path, python="py", install=None, tests_dir=None, torch_help=None)
     assert [s.name for s in bare] == ["device", "bench-layers", "bench-recurrent", "bench-feedforward", "copy"]
@@ -447,12 +449,13 @@ def test_gpu_check_records_every_step_and_skips_what_the_budget_cannot_fit(tmp_p
     monkeypatch.setattr(gpu, "nvidia_gpus", lambda: (["GPU 0: fake"], "12.4"))
     py = sys.executable
     steps = [gpu.Step("ok", [py, "-c", "print('hello')"], 30), gpu.Step("fails", [py, "-c", "raise SystemExit(3)"], 30),
-             gpu.Step("slow", [py, "-c", "import time; time.sleep(30)"], 2), gpu.Step("late", [py, "-c", "0"], 30)]
+             gpu.Step("slow", [py, "-c", "import time; time.sleep(30)"], 2), gpu.Step("late", [py, "-c", "0"], 30),
+             gpu.Step("no-cuda", [py, "-c", "0"], 30, skip="no CUDA option")]
     monkeypatch.setattr(gpu, "plan", lambda out, **kw: steps)
     assert gpu.main(["--out", str(tmp_path), "--budget", "11"]) == 1  # after "slow" (2 s) under 10 s are left
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     status = {s["name"]: s["status"] for s in report["steps"]}
     assert status["ok"] == "ok" and status["fails"] == "failed" and status["late"].startswith("skipped")
-    assert status["slow"] == "timed out after 2 s"
+    assert status["slow"] == "timed out after 2 s" and status["no-cuda"] == "skipped: no CUDA option"
     assert (tmp_path / "logs" / "ok.log").read_text() == "hello\n" and report["gpus"] == ["GPU 0: fake"]
-    assert "1 of 4 steps ok" in capsys.readouterr().out
+    assert "1 of 5 steps ok; not ok: fails, slow, late; cannot run here: no-cuda" in capsys.readouterr().out

@@ -13,7 +13,8 @@ longer fits is recorded as skipped, never silently dropped):
    :mod:`minidni.kernels`, which the stand-in cannot run), with a JUnit XML report;
 4. ``bench-layers``, ``bench-recurrent``, ``bench-feedforward``: the benchmarks with
    ``--backend cupy``, JSON in DIR;
-5. ``bench-torch``: the PyTorch CUDA comparison, if ``python -m minidni.bench torch`` exists;
+5. ``bench-torch``: the PyTorch CUDA comparison, where ``python -m minidni.bench torch`` exists
+   and has a ``--device`` (or ``--backend``) option; else recorded as skipped, saying why;
 6. ``copy``: the main job, ``python -m minidni.run copy --backend cupy`` (outputs in DIR/copy),
    last because its time on a GPU is the least known: it gets what the budget has left, and
    if that is not enough its checkpoints (every 1000 windows) stay in DIR/copy.
@@ -51,10 +52,12 @@ DEVICE_CHECK = ("from minidni import backend; xp = backend.set_backend('cupy'); 
 
 
 class Step(NamedTuple):
-    """One command of the check: ``name`` (also its log's name), ``argv``, its own time limit in seconds."""
+    """One command of the check: ``name`` (also its log's name), ``argv``, its own time limit in seconds;
+    ``skip``: why it cannot run here (recorded as skipped, with that reason)."""
     name: str
     argv: list[str]
     timeout_s: int
+    skip: str | None = None
 
 
 def nvidia_gpus() -> tuple[list[str], str | None]:
@@ -115,9 +118,11 @@ def plan(out: Path, *, python: str, install: str | None, tests_dir: Path | None,
                                             "--out", str(out / "bench_feedforward.json")], 90))
     if torch_help is not None:
         device = (["--device", "cuda"] if "--device" in torch_help else
-                  ["--backend", "cupy"] if "--backend" in torch_help else [])
-        steps.append(Step("bench-torch", [python, "-m", "minidni.bench", "torch", *device, *quick_flag,
-                                          "--out", str(out / "bench_torch.json")], 90))
+                  ["--backend", "cupy"] if "--backend" in torch_help else None)
+        steps.append(Step("bench-torch", [python, "-m", "minidni.bench", "torch", *(device or []), *quick_flag,
+                                          "--out", str(out / "bench_torch.json")], 90,
+                          None if device else "python -m minidni.bench torch has no --device or --backend "
+                                              "option: it compares on the CPU only, no CUDA comparison"))
     # last: the longest and least predictable (20000 windows per mode); it gets what the budget has left
     copy = [python, "-m", "minidni.run", "copy", "--backend", "cupy", "--no-progress", "--out", str(out / "copy")]
     steps.append(Step("copy", copy + (["--steps", "40", "--hidden", "16"] if quick else []), 300))
@@ -179,7 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "budget_s": args.budget, "quick": args.quick, "steps": []}
         for step in steps:
             left = deadline - time.perf_counter()
-            if left < 10:
+            if step.skip:
+                result = {"name": step.name, "command": step.argv, "returncode": None, "seconds": 0.0,
+                          "status": f"skipped: {step.skip}"}
+            elif left < 10:
                 result = {"name": step.name, "command": step.argv, "returncode": None, "seconds": 0.0,
                           "status": f"skipped: {args.budget} s budget spent"}
             else:
@@ -187,9 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             report["steps"].append(result)
             write_json(out / "gpu_check.json", report)  # after every step: an interrupted check keeps its record
             print(f"{PROG}: {step.name}: {result['status']} ({result['seconds']:.0f} s)", flush=True)
-        failed = [s["name"] for s in report["steps"] if s["status"] != "ok"]
-        print(f"{PROG}: {len(steps) - len(failed)} of {len(steps)} steps ok"
-              + (f" (not ok: {', '.join(failed)})" if failed else "") + f"; report in {out / 'gpu_check.json'}")
+        not_run = [st.name for st in steps if st.skip]
+        failed = [s["name"] for s in report["steps"] if s["status"] != "ok" and s["name"] not in not_run]
+        ok = len(steps) - len(failed) - len(not_run)
+        print(f"{PROG}: {ok} of {len(steps)} steps ok" + (f"; not ok: {', '.join(failed)}" if failed else "")
+              + (f"; cannot run here: {', '.join(not_run)}" if not_run else "") + f"; report in {out / 'gpu_check.json'}")
         return 1 if failed else 0
 
     return run_command(PROG, body)
