@@ -19,6 +19,9 @@ inside the time loop, because each step needs the previous one. The gates are
 activated in place with a single tanh over (N, 4H) (sigmoid(z) = tanh(z/2)/2 +
 1/2, stable for any z), and the backward's elementwise work writes into
 preallocated blocks, so about three quarters of the time is matrix products.
+With a :class:`minidni.workspace.Workspace` every array is reused from call to
+call (nothing is allocated after the first); on CuPy each step's elementwise
+work is one fused kernel (:mod:`minidni.kernels`), the code here the reference.
 
     >>> hs, cT, cache = lstm_forward(x, h0, c0, Wx, Wh, b)
     >>> dx, dh0, dc0, dWx, dWh, db = lstm_backward(dhs, dcT, cache)

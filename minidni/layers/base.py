@@ -13,7 +13,9 @@ Parameters are initialised on the host from a ``numpy.random.Generator`` and
 then moved with :func:`minidni.backend.to_device`, so NumPy and CuPy runs start
 from identical weights. Optimisers and containers hold references to the
 parameter arrays, so every update (including :meth:`Layer.load_state_dict`)
-writes into the existing arrays instead of replacing them.
+writes into the existing arrays instead of replacing them. A trainer may move a
+layer's params into one flat buffer (:class:`minidni.flat.FlatParams`), which
+rebinds ``params[name]`` to a view of it; the layer code is the same either way.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ trainer can carry ``(h, c)`` from one window to the next (truncated BPTT):
     >>> lstm = LSTM(10, 64, rng=np.random.default_rng(0))
     >>> (hs, cT), cache = lstm.forward(x, (h0, c0))       # x (T, N, D); hs (T, N, H); cT (N, H)
     >>> dx, dh0, dc0, grads = lstm.backward(dhs, dcT, cache)   # grads: {"Wx", "Wh", "b"}
+    >>> (hs, cT), cache = lstm.forward(x, state, workspace=ws)  # a trainer's loop: arrays reused
+    >>> _, dh0, dc0, grads = lstm.backward(dhs, dcT, cache, input_grad=False, out=flat_grads)
 
 This differs from the plain layer contract (``forward(x) -> (y, cache)``,
 ``backward(dy, cache) -> (dx, grads)``) because of the state: the backward takes
