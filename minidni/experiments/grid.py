@@ -26,6 +26,9 @@ a result like any other (its return code and last error line): the others go on.
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -36,9 +39,10 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from minidni.cli import UsageError
+from minidni.cli import UsageError, positive_float, positive_int
 
-__all__ = ["EXECUTORS", "Cell", "CellResult", "choose_executor", "run_cells"]
+__all__ = ["EXECUTORS", "Cell", "CellResult", "add_grid_args", "check_distinct", "choose_executor", "read_summary",
+           "run_cells"]
 
 EXECUTORS = ("auto", "inline", "processes", "ray")
 ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -61,6 +65,37 @@ class CellResult:
     error: str | None
 
 
+def add_grid_args(parser: argparse.ArgumentParser, *, default_workers: int) -> None:
+    """``--workers``, ``--executor``, ``--ray-address``, ``--ray-timeout``: how a grid's cells run."""
+    parser.add_argument("--workers", type=positive_int, default=default_workers,
+                        help="cells in parallel (one process or Ray task each, one BLAS thread each)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="auto",
+                        help="inline (one by one in this process), processes on this machine, or Ray tasks "
+                             "(auto: Ray when installed and --workers > 1 or --ray-address is given)")
+    parser.add_argument("--ray-address", default=None, help="run the cells on this Ray cluster (HEAD:PORT)")
+    parser.add_argument("--ray-timeout", type=positive_float, default=None,
+                        help="seconds to reach --ray-address before giving up (default 30)")
+
+
+def check_distinct(args: argparse.Namespace, names: Sequence[str]) -> None:
+    """UsageError when a list option repeats a value: the same cell would run twice and count twice."""
+    for name in names:
+        values = getattr(args, name)
+        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if repeated:
+            raise UsageError(f"--{name.replace('_', '-')} lists {', '.join(map(str, repeated))} more than once "
+                             "(accepted: distinct values; a repeated cell would run twice in one folder)")
+
+
+def read_summary(path: Path) -> dict:
+    """A cell's summary.json, or {} when it is missing or unreadable (e.g. a cell killed while writing it)."""
+    try:
+        s = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return s if isinstance(s, dict) else {}
+
+
 def choose_executor(executor: str, workers: int, ray_address: str | None) -> str:
     """``auto``: Ray when it is installed and there is more than one worker or a cluster, else processes."""
     if executor != "auto":
@@ -73,9 +108,7 @@ def choose_executor(executor: str, workers: int, ray_address: str | None) -> str
         return executor
     if ray_address:
         return "ray"
-    try:
-        import ray  # noqa: F401, PLC0415
-    except ImportError:
+    if importlib.util.find_spec("ray") is None:
         return "processes"
     return "ray" if workers > 1 else "processes"
 

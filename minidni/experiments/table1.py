@@ -25,18 +25,17 @@ days of CPU here, so the defaults are a budget (``--steps``, a larger
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from minidni import backend
-from minidni.cli import MAX_SEED, UsageError, int_range, make_parser, output_path, positive_float, positive_int, prepare_out_dir
+from minidni.cli import MAX_SEED, int_range, make_parser, output_path, positive_float, positive_int, prepare_out_dir
 from minidni.cli import probability, run_command, seed_int
 from minidni.experiments.feedforward import _options, check_fits, load_dataset
 from minidni.experiments.feedforward import make_parser as make_mnist_parser
-from minidni.experiments.grid import EXECUTORS, Cell, choose_executor, run_cells
+from minidni.experiments.grid import Cell, add_grid_args, check_distinct, choose_executor, read_summary, run_cells
 from minidni.io import portable_paths, save_figure, write_json, write_text
 
 PROG = "python -m minidni.run table1"
@@ -79,14 +78,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="p_update values of the sweep")
     p.add_argument("--resume", action="store_true",
                    help="reuse finished runs with identical options (with local processes, continue interrupted ones)")
-    p.add_argument("--workers", type=positive_int, default=1,
-                   help="runs in parallel (one process or Ray task each, one BLAS thread each)")
-    p.add_argument("--executor", choices=EXECUTORS, default="auto",
-                   help="processes on this machine, or Ray tasks (auto: Ray when installed and --workers > 1 "
-                        "or --ray-address is given)")
-    p.add_argument("--ray-address", default=None, help="run the runs on this Ray cluster (HEAD:PORT)")
-    p.add_argument("--ray-timeout", type=positive_float, default=None,
-                   help="seconds to reach --ray-address before giving up (default 30)")
+    add_grid_args(p, default_workers=1)
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
     p.add_argument("--seed", type=seed_int, default=0, help=f"random seed, 0 to {MAX_SEED}")
     p.add_argument("--data-dir", type=Path, default=None, help="data folder holding mnist/")
@@ -128,7 +120,7 @@ def _run_all(args, configs: list[dict]) -> dict[str, dict]:
         out = args.out / name
         argv = ["mnist", *_run_argv(args, **c)]
         options = _options(make_mnist_parser("mnist").parse_args([*argv[1:], "--out", str(out)]))
-        old = _read_summary(out / "summary.json") if args.resume else {}
+        old = read_summary(out / "summary.json") if args.resume else {}
         if old and {k: old.get("options", {}).get(k) for k in options} == options:
             print(f"{PROG}: reusing {out / 'summary.json'}", file=sys.stderr)
             results[name] = old
@@ -150,29 +142,15 @@ def _run_all(args, configs: list[dict]) -> dict[str, dict]:
             results[name] = {"error": result.error, "command": command}
             print(f"{PROG}: {name}: FAILED: {result.error} (command: {command})", file=sys.stderr, flush=True)
             continue
-        s = results[name] = _read_summary(cell.out / "summary.json")
+        s = results[name] = read_summary(cell.out / "summary.json")
         print(f"{PROG}: {name}: test error {s['test_error_percent']:.2f} % after {s['steps']} steps "
               f"({s['steps_per_second']:.1f} steps/s, {s['wall_seconds']:.0f} s)", file=sys.stderr, flush=True)
     return results
 
 
-def _read_summary(path: Path) -> dict:
-    """A run's summary.json, or {} when it cannot be read (e.g. truncated by a killed run)."""
-    try:
-        s = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return s if isinstance(s, dict) else {}
-
-
 def _check_grid(args) -> None:
     """Repeated layers, methods or p values would train the same run twice and count it twice."""
-    for name in ("layers", "methods", "sweep_methods", "p_values"):
-        values = getattr(args, name)
-        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
-        if repeated:
-            raise UsageError(f"--{name.replace('_', '-')} lists {', '.join(map(str, repeated))} more than once "
-                             "(accepted: distinct values)")
+    check_distinct(args, ("layers", "methods", "sweep_methods", "p_values"))
     for layers in sorted(set(args.layers) | {args.sweep_layers}):
         for method in set(args.methods) | set(args.sweep_methods):
             run_args = make_mnist_parser("mnist").parse_args(_run_argv(

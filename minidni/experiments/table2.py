@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import math
 import os
 import shlex
@@ -48,7 +47,8 @@ from minidni.cli import UsageError, make_parser, output_path, positive_float, po
 from minidni.cli import run_command, seed_int
 from minidni.dni.recurrent import MODES
 from minidni.experiments import recurrent
-from minidni.experiments.grid import EXECUTORS, Cell, CellResult, choose_executor, run_cells
+from minidni.experiments.grid import Cell, CellResult, add_grid_args, check_distinct, choose_executor, read_summary
+from minidni.experiments.grid import run_cells
 from minidni.io import portable_paths, save_figure, write_json, write_text
 
 PROG = "python -m minidni.run table2"
@@ -88,14 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=positive_int, default=None, help="LSTM units (default: each task's default)")
     p.add_argument("--batch", type=positive_int, default=None, help="streams (default: each task's default)")
     p.add_argument("--lr", type=positive_float, default=None, help="core lr (default: each task's default)")
-    p.add_argument("--workers", type=positive_int, default=max(1, (os.cpu_count() or 1)),
-                   help="runs in parallel (one process or Ray task each, one BLAS thread each)")
-    p.add_argument("--executor", choices=EXECUTORS, default="auto",
-                   help="processes on this machine, or Ray tasks (auto: Ray when installed and --workers > 1 "
-                        "or --ray-address is given)")
-    p.add_argument("--ray-address", default=None, help="run the cells on this Ray cluster (HEAD:PORT)")
-    p.add_argument("--ray-timeout", type=positive_float, default=None,
-                   help="seconds to reach --ray-address before giving up (default 30)")
+    add_grid_args(p, default_workers=max(1, (os.cpu_count() or 1)))
     p.add_argument("--extra", default="", help="more options passed to every run, e.g. \"--sg-lr 1e-3\"")
     p.add_argument("--resume", action="store_true", help="reuse finished cells, continue interrupted ones")
     p.add_argument("--out", type=output_path, default=Path("runs/table2"), help="folder of the individual runs")
@@ -108,12 +101,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _check_grid(args) -> None:
     """One line for a grid that would silently be something else: repeats, or --extra setting grid options."""
-    for name in ("tasks", "modes", "T", "seeds"):
-        values = getattr(args, name)
-        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
-        if repeated:
-            raise UsageError(f"--{name} lists {', '.join(map(str, repeated))} more than once "
-                             f"(accepted: distinct values; a repeated seed would run twice in one folder)")
+    check_distinct(args, ("tasks", "modes", "T", "seeds"))
     try:
         words = shlex.split(args.extra)
     except ValueError as exc:
@@ -168,18 +156,9 @@ def _cell_options(args, cell: dict) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(ns).items() if k not in _RUN_ONLY}
 
 
-def _read_summary(path: Path) -> dict:
-    """A cell's summary.json, or {} when it is missing or unreadable (a cell killed while writing it)."""
-    try:
-        s = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return s if isinstance(s, dict) else {}
-
-
 def _finished(cell: dict, options: dict, steps: int) -> dict | None:
     """The cell's summary if it finished (all ``steps``, or stopped early) with these options, else None."""
-    s = _read_summary(cell["out"] / "summary.json")
+    s = read_summary(cell["out"] / "summary.json")
     if not s:
         return None
     done = s.get("steps") == steps or s.get("stopped_early")
@@ -209,7 +188,7 @@ def _grid_cell(args, cell: dict, executor: str) -> Cell:
 
 def _record(cell: dict, grid_cell: Cell, result: CellResult) -> dict:
     """What the table needs of a finished cell: its summary without logs, or its command and error line."""
-    summary = {k: v for k, v in _read_summary(cell["out"] / "summary.json").items() if k != "logs"}
+    summary = {k: v for k, v in read_summary(cell["out"] / "summary.json").items() if k != "logs"}
     if "options" in summary:
         summary["options"] = {**summary["options"], "out": str(cell["out"])}  # not a Ray worker's temporary folder
     if result.returncode != 0:
