@@ -123,6 +123,30 @@ def test_repeated_index_writes_are_refused(cp):
     assert dev.get().tolist() == [8.0, 1.0, 6.0]
 
 
+def running_sum_in_place(x):
+    x[1:] += x[:-1]  # NumPy buffers the overlap; a GPU kernel reads what its neighbour already wrote
+
+
+def center_on_first_row(x):
+    x -= x[0]  # row 0 is read by every thread while thread 0 overwrites it
+
+
+def test_outputs_that_overlap_their_inputs_are_refused(cp):
+    running_sum_in_place(np.arange(4.0))
+    with pytest.raises(ValueError, match="overlaps an input"):
+        running_sum_in_place(cp.arange(4.0))
+    dev = cp.asarray(np.arange(8.0).reshape(2, 4))
+    for planted in (center_on_first_row, lambda x: cp.multiply(x[0], 2.0, out=x[:, 0]),
+                    lambda x: cp.matmul(x[:, :2], x[:, :2], out=x[:, 1:3]),
+                    lambda x: cp.matmul(x[:, :2], x[:, 2:], out=x[:, :2])):  # a GEMM never writes its input
+        with pytest.raises(ValueError, match="overlaps an input"):
+            planted(dev)
+    dev += dev                                   # the same array in and out: fine, as on CuPy
+    cp.add(dev[:, ::2], 1.0, out=dev[:, 1::2])   # interleaved but disjoint: fine
+    dev[0] -= dev[0].copy()
+    assert dev.get().tolist() == [[0, 0, 0, 0], [8, 9, 12, 13]]
+
+
 def test_host_to_device_only_through_asarray_array_and_set(cp):
     host = np.arange(3.0)
     dev = cp.asarray(host)

@@ -9,6 +9,8 @@ Rules (those real CuPy enforces, each with a test in tests/test_strict_cupy.py):
   ``ndarray.set`` take host arrays). Host arrays used as *indices* are copied over, as in CuPy.
 - ``dev[idx] = values`` with an index that names an element twice raises (CuPy leaves which
   write lands undefined, and so ``dev[idx] += v`` loses updates): ``cupy.add.at`` is the way.
+- An ``out=`` (or an in-place operator) that overlaps an input other than as the same array
+  raises: NumPy buffers the overlap, a GPU kernel races (``x[1:] += x[:-1]``, ``x -= x[0]``).
 - Reductions and scalar indexing give 0-d device arrays, never host scalars.
 - Methods and functions bind their arguments against real CuPy's signatures (cupy_names.json).
 - Host syncs are recorded (:mod:`strict_cupy._syncs`); floating-point warnings are not raised
@@ -124,10 +126,32 @@ def _from_pickle(a: numpy.ndarray) -> "ndarray":
     return _device(a)
 
 
-def call_numpy(where: str, func, args: tuple, kwargs: dict):
+def _arrays(x) -> list:
+    if isinstance(x, numpy.ndarray):
+        return [x]
+    return [a for v in x for a in _arrays(v)] if type(x) in (list, tuple) else []
+
+
+def _check_overlap(where: str, args: tuple, out, elementwise: bool) -> None:
+    """An ``out=`` that shares memory with an input, other than as the very same view of an
+    elementwise op (``a += b``), is a data race on a GPU: NumPy buffers it, CuPy does not."""
+    for o in _arrays(out):
+        for a in _arrays(args):
+            if numpy.may_share_memory(o, a) and numpy.shares_memory(o, a):  # (bounds first: cheap)
+                same = (elementwise and a.shape == o.shape and a.strides == o.strides
+                        and a.__array_interface__["data"][0] == o.__array_interface__["data"][0])
+                if not same:
+                    raise ValueError(f"strict CuPy: the output of {where} overlaps an input (shape {a.shape} "
+                                     f"in {o.shape}) other than as the same array: NumPy buffers this, CuPy "
+                                     "races (e.g. x[1:] += x[:-1], x -= x[0]); write into a new array")
+
+
+def call_numpy(where: str, func, args: tuple, kwargs: dict, *, elementwise: bool = False):
     seen: dict = {}
     a = unwrap(args, where, seen)
     k = {key: unwrap(v, f"{where} ({key}=)", seen) for key, v in kwargs.items()}
+    if k.get("out") is not None:
+        _check_overlap(where, a, k["out"], elementwise)
     with numpy.errstate(all="ignore"):
         return wrap(func(*a, **k), seen)
 
@@ -146,7 +170,7 @@ class ufunc:
         return f"<ufunc '{self.name}'>"
 
     def __call__(self, *args, **kwargs):
-        return call_numpy(f"cupy.{self.name}", self._u, args, kwargs)
+        return call_numpy(f"cupy.{self.name}", self._u, args, kwargs, elementwise=self.name != "matmul")
 
     def reduce(self, *args, **kwargs):
         return call_numpy(f"cupy.{self.name}.reduce", self._u.reduce, args, kwargs)
