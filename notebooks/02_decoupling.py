@@ -539,7 +539,7 @@ assert changed > 1e-6
 x_train, y_train, x_test, y_test = to_device(mnist_or_standin(4000 if FAST else 60000, 1000 if FAST else 10000,
                                                               folders=nb.data_folders))
 
-WIDTH, BATCH, LR = (64, 64, 1e-3) if FAST else (256, 256, 1e-3)
+WIDTH, BATCH, LR = (64, 64, 1e-3) if FAST else (128, 128, 1e-3)
 STEPS, EVAL_EVERY, LOG_EVERY = (120, 40, 10) if FAST else (1000, 100, 25)
 LAYERS = 4
 CONFIGS = {  # label: (method, hidden layers per module)
@@ -755,7 +755,7 @@ for label in SWEEP:
 # $0.2^4 \approx 0.2\,\%$ of the steps, so it stays almost at its random initialisation, while every
 # DNI module still updates in 20 % of them. The printed errors say how each method's test error
 # grows as $p_\text{update}$ falls in this run (in our normal-mode runs backprop's grew fastest and
-# cDNI's least; every-layer DNI was behind throughout, for the reason seen in the cosine plot).
+# cDNI's least; every-layer DNI stayed behind cDNI throughout, for the reason seen in the cosine plot).
 # Note that random lower layers are not useless: the layers above can still learn a decent
 # classifier on their features, which is why backprop at 0.2 is not at chance. The paper reports
 # that DNI on a 4-layer MNIST FCN still reaches 2 % error at $p_\text{update} = 0.2$ and that cDNI
