@@ -114,7 +114,7 @@ def get_xp(*arrays: Any) -> ModuleType:
             "with minidni.backend.to_device or to_numpy first"
         )
     if has_cupy:
-        return sys.modules["cupy"]  # imported (and its GPU checked) when the array was made
+        return sys.modules.get("cupy") or _import_cupy()  # no device query per op: the array exists
     if has_numpy or has_numpy_scalar:
         return numpy
     return get_backend()
