@@ -224,51 +224,80 @@ class TwoClockTrainer:
 
     # -- one period ------------------------------------------------------------------------
     def train_period(self, period):
-        """Train on one :class:`~minidni.tasks.odd_digits.OddDigitPeriod`; returns (A's mean window loss, B's loss)."""
+        """Train on one :class:`~minidni.tasks.odd_digits.OddDigitPeriod`; returns (A's mean window loss, B's loss).
+
+        Composed of the steps below, which two worker processes can also run apart
+        (:mod:`minidni.experiments.multinet_workers`): ``locked``: :meth:`locked_forward`,
+        :meth:`slow_step`, :meth:`locked_update`; ``dni`` and ``none``: :meth:`fast_window`
+        for each window, then :meth:`slow_step` and (dni) :meth:`fit_sg`.
+        """
         xp = get_xp(self.fast_params["head.W"])
         x, fast_y, slow_y = self._device(period, xp)
-        T, B = self.T, x.shape[1]
+        T = self.T
         if self.mode == "locked":
-            logits, msgs, fast_cache = self.fast_forward(x)
-            fast_loss, dlogits = self.fast_loss(logits, fast_y)
-            slow_loss, dmsgs, slow_grads = self._slow_step(msgs, slow_y)
+            fast_loss, msgs, pending = self.locked_forward(x, fast_y)
+            slow_loss, dmsgs = self.slow_step(msgs, slow_y)
+            self.locked_update(pending, dmsgs)
             injected = dmsgs
-            self._update(self.fast_opt, self.fast_params, self.fast_backward(dlogits, dmsgs, fast_cache))
-            self.fast_updates += 1
         else:
-            msgs, injected, sg_caches, fast_loss = [], [], [], 0.0
-            for k in range(T):  # A's clock: one update per window
-                logits, msg, fast_cache = self.fast_forward(x[k * T:(k + 1) * T])
-                loss, dlogits = self.fast_loss(logits, fast_y[k:k + 1])
-                dmsg = None
-                if self.sg is not None:
-                    pred, sg_cache = self.sg.predict(msg[0], self.sg_code(k, fast_y[k]))
-                    dmsg = pred[None] * self.sg_scale
-                    sg_caches.append(sg_cache)
-                    injected.append(dmsg[0])
-                self._update(self.fast_opt, self.fast_params, self.fast_backward(dlogits, dmsg, fast_cache))
-                self.fast_updates += 1
-                fast_loss = fast_loss + loss
-                msgs.append(msg[0])
-            msgs = xp.stack(msgs)
-            slow_loss, dmsgs, slow_grads = self._slow_step(msgs, slow_y)
-            for k, sg_cache in enumerate(sg_caches):  # B's true gradient at each message arrives: fit M
-                self.sg.fit(sg_cache, dmsgs[k])
-            injected = xp.stack(injected) if injected else xp.zeros_like(dmsgs)
-        self._update(self.slow_opt, self.slow_params, slow_grads)
-        self.slow_updates += 1
+            windows = [self.fast_window(x[k * T:(k + 1) * T], fast_y[k], k) for k in range(T)]  # A's clock
+            fast_loss = sum(w[0] for w in windows)
+            slow_loss, dmsgs = self.slow_step(xp.stack([w[1] for w in windows]), slow_y)
+            if self.sg is not None:
+                self.fit_sg([w[2] for w in windows], dmsgs)
+                injected = xp.stack([w[3] for w in windows])
+            else:
+                injected = xp.zeros_like(dmsgs)
         self.periods += 1
         fast_loss = xp.asarray(fast_loss, self.dtype) * (1.0 / T)
         self._diag.append(xp.stack([fast_loss, xp.asarray(slow_loss, self.dtype), xp.sqrt((injected ** 2).sum()),
                                     xp.sqrt((dmsgs ** 2).sum()), (injected * dmsgs).sum()]))
         return fast_loss, slow_loss
 
-    def _slow_step(self, msgs, slow_y):
-        """B's forward and backward on the period's messages: ``(loss, dL_B/dm (T, B, M), B's grads)``."""
+    def fast_window(self, x, labels, k: int):
+        """A's decoupled step on window k: x (T, B, D), labels (B,) -> ``(loss, message (B, M), sg_cache, injected)``.
+
+        Forward, the SG's prediction at the message (dni; ``sg_cache`` and ``injected``
+        (B, M) are None without an SG), backward and one update of A.
+        """
+        logits, msg, fast_cache = self.fast_forward(x)
+        loss, dlogits = self.fast_loss(logits, labels[None])
+        dmsg = sg_cache = None
+        if self.sg is not None:
+            pred, sg_cache = self.sg.predict(msg[0], self.sg_code(k, labels))
+            dmsg = pred[None] * self.sg_scale
+        self._update(self.fast_opt, self.fast_params, self.fast_backward(dlogits, dmsg, fast_cache))
+        self.fast_updates += 1
+        return loss, msg[0], sg_cache, None if dmsg is None else dmsg[0]
+
+    def locked_forward(self, x, fast_y):
+        """A over the whole period: x (T², B, D), fast_y (T, B) -> ``(loss, messages (T, B, M), pending)``.
+
+        ``pending`` holds what :meth:`locked_update` needs once B's gradient at the messages arrives.
+        """
+        logits, msgs, fast_cache = self.fast_forward(x)
+        loss, dlogits = self.fast_loss(logits, fast_y)
+        return loss, msgs, (dlogits, fast_cache)
+
+    def locked_update(self, pending, dmsgs) -> None:
+        """A's one update of the period, from its own losses and B's gradient dmsgs (T, B, M)."""
+        dlogits, fast_cache = pending
+        self._update(self.fast_opt, self.fast_params, self.fast_backward(dlogits, dmsgs, fast_cache))
+        self.fast_updates += 1
+
+    def slow_step(self, msgs, slow_y):
+        """B's forward, backward and update on the period's messages (T, B, M): ``(loss, dL_B/dm (T, B, M))``."""
         logits, cache = self.slow_forward(msgs)
         loss, dlogits = softmax_cross_entropy(logits, slow_y)
         dmsgs, grads = self.slow_backward(dlogits, cache)
-        return loss, dmsgs, grads
+        self._update(self.slow_opt, self.slow_params, grads)
+        self.slow_updates += 1
+        return loss, dmsgs
+
+    def fit_sg(self, sg_caches: list, dmsgs) -> None:
+        """B's true gradient at each message of a period has arrived: one regression step of M per tick."""
+        for k, sg_cache in enumerate(sg_caches):
+            self.sg.fit(sg_cache, dmsgs[k])
 
     def evaluate(self, period):
         """Correct answers on one period, no training: ``(A's (0..T*B), B's (0..B))`` as 0-d device arrays."""
