@@ -84,6 +84,7 @@ __all__ = ["Pipeline", "WorkerDied", "PipelineStalled", "balanced_groups", "make
 RAY_MISSING = 'Ray is not installed: pip install -e ".[distributed]"'
 MODES = {"bprop": "locked", "dni": "decoupled", "cdni": "decoupled"}
 RAY_CONNECT_TIMEOUT = 30.0  # seconds to reach a cluster's head before giving up
+WORKER_NICENESS = 0  # Ray's default (15) lets the driver and Ray's own processes preempt every worker
 
 
 class WorkerDied(TrainingDiverged):
@@ -188,7 +189,13 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     """Connect to Ray: join the cluster at ``address`` (UsageError, one line, if its head cannot be
     reached within ``timeout`` seconds), or start a local instance with ``num_cpus`` (default
     ``os.cpu_count()``) and ``num_gpus`` (default: what Ray detects). Returns True if this call started
-    or joined Ray (so the caller should ``ray.shutdown()`` when done), False if Ray was already initialised."""
+    or joined Ray (so the caller should ``ray.shutdown()`` when done), False if Ray was already initialised.
+
+    A local instance starts its workers at niceness :data:`WORKER_NICENESS` (unless $RAY_worker_niceness
+    says otherwise): at Ray's default of 15 the driver and Ray's own processes, at 0, preempt the
+    workers whenever they run. A cluster's nodes use what ``ray start`` was given (start them with
+    ``RAY_worker_niceness=0 ray start ...``); each worker's niceness is in its placement record.
+    """
     import logging  # noqa: PLC0415
 
     ray = require_ray()
@@ -204,7 +211,9 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
             raise UsageError(f"--ray-address {address}: could not join a Ray cluster there "
                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False, **quiet)
+        nice = {} if "RAY_worker_niceness" in os.environ else {
+            "_system_config": {"worker_niceness": WORKER_NICENESS}}
+        ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False, **quiet, **nice)
     return True
 
 

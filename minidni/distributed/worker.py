@@ -81,12 +81,12 @@ class StageWorker:
         self.sent = []
 
     def where(self) -> dict:
-        """Where this worker runs: Ray node id, IP address, process id, GPUs, backend, BLAS thread settings."""
+        """Where this worker runs: Ray node id, IP address, process id, niceness, GPUs, backend, BLAS threads."""
         import ray  # noqa: PLC0415  (workers exist only under Ray)
 
         return {"group": self.index, "modules": None if self.stage is None else [self.stage.first, self.stage.last],
                 "node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
-                "pid": os.getpid(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                "pid": os.getpid(), "niceness": os.nice(0), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                 "backend": backend.backend_name(self.xp),
                 "blas_threads": {k: os.environ.get(k) for k in BLAS_VARS}}
 
