@@ -88,7 +88,8 @@ def execute(path: Path, tmp_path: Path, monkeypatch, *, standin: bool = False) -
     if standin:  # the strict CuPy stand-in as the kernel's cupy, before anything imports minidni
         notebook.cells.insert(0, new_code_cell(
             f"import sys\nsys.path.insert(0, {str(TESTS)!r})\nimport strict_cupy\n"
-            "strict_cupy.installed().__enter__()  # for the kernel's lifetime"))
+            "_standin = strict_cupy.installed()  # kept referenced: collecting it would undo the install\n"
+            "_standin.__enter__()  # for the kernel's lifetime"))
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     client = nbclient.NotebookClient(notebook, kernel_manager_class=kernel_manager_class(tmp_path / "kernels"),
