@@ -269,6 +269,8 @@ def test_command_compares_modes_and_seeds(tmp_path):
     (["--sg-hidden", "3"], "from 0 to 2"),
     (["--digits", "nope"], "invalid choice"),
     (["--resume"], "no checkpoint"),
+    (["--workers", "3"], "from 1 to 2"),
+    (["--workers", "2", "--resume"], "not offered with --workers 2"),
 ])
 def test_bad_options_are_one_line_errors(argv, words, tmp_path, capsys):
     assert main([*TINY, "--steps", "8", "--out", str(tmp_path / "o"), *argv]) == 2

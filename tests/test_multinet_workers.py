@@ -6,7 +6,10 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the worker tests need the distributed extra (Ray)")
 
+import json  # noqa: E402
+
 from minidni.dni.multinet import MODES, TwoClockTrainer  # noqa: E402
+from minidni.experiments.multinet import main  # noqa: E402
 from minidni.experiments.multinet_workers import train_on_workers  # noqa: E402
 from minidni.tasks.odd_digits import OddDigitStream  # noqa: E402
 
@@ -52,3 +55,15 @@ def test_decoupled_workers_train_and_apply_every_sg_fit(ray_session):
     assert (result["fast"]["updates"], result["slow"]["updates"]) == (T * PERIODS, PERIODS)
     assert result["fast"]["waiting_fits"] == 0 and result["fast"]["sg_fits"] == T * PERIODS  # every fit arrived
     assert result["seconds"] > 0
+
+
+def test_command_on_two_workers(tmp_path, ray_session):
+    argv = ["--digits", "standin", "--T", "2", "--batch", "4", "--embed", "8", "--fast-hidden", "8", "--slow-hidden", "8",
+            "--message", "4", "--eval-periods", "1", "--eval-batch", "16", "--no-progress", "--steps", "16",
+            "--eval-every", "16", "--workers", "2", "--modes", "locked,dni", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    runs = json.loads((tmp_path / "compare.json").read_text())
+    assert [(r["mode"], r["workers"], r["fast_updates"], r["slow_updates"]) for r in runs] == [
+        ("locked", 2, 4, 4), ("dni", 2, 8, 4)]
+    assert all(r["train_seconds"] > 0 and 0 <= r["slow_accuracy"] <= 100 for r in runs)
+    assert "| locked | 0 | 4 | 4 |" in (tmp_path / "table.md").read_text()

@@ -44,6 +44,12 @@ B's held-out accuracy against fast ticks, training wall seconds and CPU seconds)
 ``--resume`` (same options; ``--steps`` may grow) continues exactly as an
 uninterrupted run would. With several runs it also writes ``curves.png`` (all runs
 together), ``compare.json`` and ``table.md`` into ``--out``.
+
+``--workers 2`` puts A and B into two Ray worker processes
+(:mod:`minidni.experiments.multinet_workers`: in ``locked`` A waits for B's gradient,
+in ``dni`` A runs up to ``--ahead`` periods ahead while B catches up) and measures the
+wall time of the whole training; accuracy is measured before and after only, and no
+checkpoint or curve is written.
 """
 
 from __future__ import annotations
@@ -125,6 +131,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-batch", type=positive_int, default=256, help="held-out rows per period")
     p.add_argument("--checkpoint-every", type=positive_int, default=8000, help="fast ticks between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint(s) in --out")
+    p.add_argument("--workers", type=int_range(1, 2), default=1,
+                   help="1: one process; 2: A and B in two Ray workers (no checkpoints, no learning curves)")
+    p.add_argument("--ahead", type=int_range(1, 100), default=2,
+                   help="with --workers 2: periods A may run ahead of B (dni, none)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
     add_common_args(p, default_out="runs/multinet")
     return p
@@ -173,12 +183,12 @@ class _Run:
         self.xp = backend.set_backend(args.backend)
         self.source, x_train, y_train, self.x_test, self.y_test = digits
         self.stream = OddDigitStream(x_train, y_train, args.batch, args.T, rng=np.random.default_rng([seed, 1]))
-        self.trainer = TwoClockTrainer(
-            x_train.shape[1], args.T, mode=mode, embed=args.embed, fast_hidden=args.fast_hidden,
+        self.trainer_options = dict(
+            input_dim=x_train.shape[1], T=args.T, mode=mode, embed=args.embed, fast_hidden=args.fast_hidden,
             slow_hidden=args.slow_hidden, message=args.message, lr=args.lr, sg_lr=args.sg_lr,
             sg_scale=args.sg_scale, sg_hidden=args.sg_hidden, sg_width=args.sg_width,
-            sg_condition=args.sg_condition, clip=args.clip,
-            rng=np.random.default_rng(seed))
+            sg_condition=args.sg_condition, clip=args.clip)
+        self.trainer = TwoClockTrainer(**self.trainer_options, rng=np.random.default_rng(seed))
         self.logs: list[dict] = []
         self.train_seconds = 0.0  # wall time of the training work (evaluations and checkpoints excluded)
         self.cpu_seconds = 0.0    # this process's CPU time over the same spans (wall time counts other programs too)
@@ -278,6 +288,24 @@ class _Run:
             self.save()
         return self.summary(time.perf_counter() - wall0)
 
+    def train_on_workers(self) -> dict:
+        """Train A and B in two Ray workers (:mod:`minidni.experiments.multinet_workers`), then evaluate here."""
+        from minidni.experiments.multinet_workers import train_on_workers  # noqa: PLC0415  (needs Ray)
+
+        args, tr = self.args, self.trainer
+        prepare_out_dir(self.out)
+        wall0 = time.perf_counter()
+        self.log()  # the accuracy before any training (tick 0), as in one process
+        result = train_on_workers(self.trainer_options, self.seed, self.stream, args.steps // args.T ** 2,
+                                  ahead=args.ahead)
+        for params, state in ((tr.fast_params, result["fast"]), (tr.slow_params, result["slow"])):
+            for k, v in params.items():
+                v[...] = backend.to_device(state["params"][k], self.xp)
+        tr.periods, tr.fast_updates, tr.slow_updates = self.stream.periods, result["fast"]["updates"], result["slow"]["updates"]
+        self.train_seconds, self.cpu_seconds = result["seconds"], math.nan  # two processes: no one CPU clock
+        self.log()
+        return self.summary(time.perf_counter() - wall0)
+
     def summary(self, wall: float) -> dict:
         args, tr = self.args, self.trainer
         last = self.logs[-1]
@@ -286,7 +314,7 @@ class _Run:
              "fast_accuracy": last["fast_accuracy"], "slow_accuracy": last["slow_accuracy"],
              "fast_chance": chance_accuracy(self.y_test, args.T), "slow_chance": chance_accuracy(self.y_test, args.T ** 2),
              "train_seconds": self.train_seconds, "cpu_seconds": self.cpu_seconds, "wall_seconds": wall,
-             "digits": self.source, "backend": args.backend, "options": self._options(), "logs": self.logs}
+             "digits": self.source, "workers": args.workers, "backend": args.backend, "options": self._options(), "logs": self.logs}
         write_json(self.out / "summary.json", s)
         return s
 
@@ -364,6 +392,9 @@ def _human(prog: str, s: dict) -> str:
 def run(args: argparse.Namespace, prog: str = "python -m minidni.run multinet", command: str | None = None) -> list[dict]:
     """Train every (mode, seed) the options name; write the outputs; return the summaries."""
     check_options(args)
+    if args.workers == 2 and args.resume:
+        raise UsageError("--resume is not offered with --workers 2 (the workers write no checkpoints); "
+                         "accepted: --workers 1")
     modes = args.modes or [args.mode]
     seeds = args.seeds if args.seeds is not None else [args.seed]
     several = len(modes) * len(seeds) > 1
@@ -373,14 +404,28 @@ def run(args: argparse.Namespace, prog: str = "python -m minidni.run multinet", 
                          f"{' or in its <mode>/seed<K> folders' if several else ''}); run without --resume to start at tick 0")
     prepare_out_dir(args.out)
     digits = load_digits(args.digits, args.data_dir)
+    started = False
+    if args.workers == 2:
+        from minidni.distributed import init_ray  # noqa: PLC0415  (Ray is optional)
+
+        started = init_ray(num_cpus=2)
     summaries = []
-    for (mode, seed), out in outs.items():
-        s = _Run(args, mode, seed, out, digits).train()
-        plot_curves([s], out / "curves.png")
-        print(_human(prog, s), flush=True)
-        summaries.append(s)
+    try:
+        for (mode, seed), out in outs.items():
+            r = _Run(args, mode, seed, out, digits)
+            s = r.train() if args.workers == 1 else r.train_on_workers()
+            if args.workers == 1:
+                plot_curves([s], out / "curves.png")
+            print(_human(prog, s), flush=True)
+            summaries.append(s)
+    finally:
+        if started:
+            import ray  # noqa: PLC0415
+
+            ray.shutdown()
     if several:
-        plot_curves(summaries, args.out / "curves.png")
+        if args.workers == 1:
+            plot_curves(summaries, args.out / "curves.png")
         write_json(args.out / "compare.json", [{k: v for k, v in s.items() if k != "logs"} for s in summaries])
         write_text(args.out / "table.md", table(summaries, command or prog))
     return summaries
