@@ -475,15 +475,18 @@ def plot(result: dict, path: Path) -> None:
     errors = [[r["ratio"] - r["ratio_min_max"][0] for r in rows], [r["ratio_min_max"][1] - r["ratio"] for r in rows]]
     colors = ["tab:green" if v >= 1.0 else "tab:red" for v in ratios]
     ax.barh(range(len(rows)), ratios, xerr=errors, color=colors, alpha=0.8, capsize=3)
-    for i, v in enumerate(ratios):
-        ax.text(v, i, f" {v:.2f}x", va="center", ha="left", fontsize=8)
+    for i, v in enumerate(ratios):  # the value at the bar's left end, clear of the whiskers
+        ax.text(0.02, i, f"{v:.2f}x", va="center", ha="left", fontsize=9, fontweight="bold")
     ax.axvline(1.0, color="black", lw=1, ls="--")
     ax.set_yticks(range(len(rows)), [r["work"].split(" (")[0] for r in rows], fontsize=8)
     ax.set_xlabel("PyTorch time / minidni time (above 1: minidni faster); bars: median, whiskers: min-max over rounds")
     m = result["machine"]
-    ax.set_title(f"minidni vs PyTorch {m['torch']} eager on the CPU, {result['config']['threads']} threads each "
-                 f"(load {m['load_average_start'][0]}-{m['load_average_end'][0]})", fontsize=9)
-    ax.set_xlim(0, max(ratios + [1.0]) * 1.25)
+    c = result["config"]
+    ax.set_title(f"minidni vs PyTorch {m['torch']} eager on the CPU, {c['threads']} thread(s) each, "
+                 f"{c['rounds']} interleaved rounds (load average {m['load_average_start'][0]} -> "
+                 f"{m['load_average_end'][0]} on {m['cpus']} CPUs)", fontsize=9)
+    highs = [r["ratio_min_max"][1] for r in rows]
+    ax.set_xlim(0, min(max(highs + [1.0]), 2.0 * max(ratios + [1.0])) * 1.08)
     save_figure(fig, path)
     plt.close(fig)
 
