@@ -245,8 +245,8 @@ class _Run:
         fast, slow = self.evaluate()
         tr = self.trainer
         entry = {"step": self.ticks, "train_seconds": self.train_seconds, "cpu_seconds": self.cpu_seconds,
-                 "fast_updates": tr.fast_updates,
-                 "slow_updates": tr.slow_updates, "fast_accuracy": fast, "slow_accuracy": slow,
+                 "fast_updates": tr.fast_updates, "slow_updates": tr.slow_updates,
+                 "fast_accuracy": fast, "slow_accuracy": slow,
                  **{k: v for k, v in d.items() if k not in ("periods", "finite")}}
         self.logs.append(entry)
         return entry
@@ -440,4 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or a bad option already reported in one line
         return int(exc.code or 0)
     command = " ".join(["python -m minidni.run multinet", *map(shlex.quote, argv)])
-    return run_command(parser.prog, lambda: (run(args, parser.prog, command), 0)[1])
+
+    def body() -> int:
+        run(args, parser.prog, command)
+        return 0
+
+    return run_command(parser.prog, body)
