@@ -4,7 +4,15 @@ host-sync budget of a training step.
 Runs on real CuPy where it sees a GPU, else on the strict stand-in (tests/strict_cupy), which
 refuses every host array in a device op and records every host sync. Select it with
 ``pytest -m cupy`` (the ``xp`` fixture's CuPy cases of the other test files are in it too).
-Tolerances: float32 forward ~1e-5, training (several steps of Adam) ~1e-4 relative.
+Tolerances. The stand-in computes with NumPy, so CuPy and NumPy runs agree to float32 rounding
+(``TIGHT``: 1e-4 relative) everywhere. On a GPU the rounding differs, and Adam turns a gradient
+that is 0 up to rounding (a bias before BatchNorm, a zero-initialised synthesizer's first step)
+into a full +-lr step, so runs drift apart: a first step still agrees to ``TIGHT``, later values
+to ``DRIFT`` (10 %, or 0.05 absolute: cosines near 0 drift most), which still catches a wrong
+sign or a missing update. The feed-forward trainer cases use SGD for the modules to keep the
+drift small. Checked without a GPU by ``python tests/strict_cupy/rounding_noise.py SEED``
+(these tests in the GPU regime with float32 rounding noise on every stand-in result: seeds
+0, 1, 2 pass); no GPU has run them yet.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import pytest
 
 from minidni import backend, models
 from minidni.backend import to_device, to_numpy
-from minidni.dni.feedforward import build_trainer
+from minidni.dni.feedforward import build_trainer, predict_logits
 from minidni.dni.recurrent import MODES, RESETS, RecurrentTrainer, copy_loss
 from minidni.experiments import feedforward as ff
 from minidni.experiments import recurrent as rec
@@ -26,7 +34,8 @@ from minidni.io import load_checkpoint, save_checkpoint
 from minidni.tasks import CopyTaskStream, Curriculum, EpisodeScorer
 
 pytestmark = pytest.mark.cupy
-RTOL, ATOL = 1e-4, 1e-5
+TIGHT = dict(rtol=1e-4, atol=1e-5)
+DRIFT = dict(rtol=0.1, atol=0.05)
 
 
 def _on(name: str, fn):
@@ -47,19 +56,31 @@ def _untimed(obj):
     return obj
 
 
-def _close(a, b, what=""):
+def _close(a, b, what="", tol=TIGHT):
+    """``a`` equals ``b`` (nested dicts and lists), floats to ``tol``."""
     if isinstance(a, dict):
         assert a.keys() == b.keys(), what
         for k in a:
-            _close(a[k], b[k], f"{what}.{k}")
+            _close(a[k], b[k], f"{what}.{k}", tol)
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), what
         for i, (x, y) in enumerate(zip(a, b)):
-            _close(x, y, f"{what}[{i}]")
+            _close(x, y, f"{what}[{i}]", tol)
     elif isinstance(a, (float, np.ndarray, np.generic)) and not isinstance(a, bool):
-        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL, err_msg=what)
+        np.testing.assert_allclose(a, b, err_msg=what, **tol)
     else:
         assert a == b, what
+
+
+def _on_standin(cupy) -> bool:
+    import strict_cupy  # noqa: PLC0415
+
+    return cupy is strict_cupy.module
+
+
+def _parity(got, ref, cupy, what=""):
+    """A CuPy run against the NumPy run of the same work: ``TIGHT`` on the stand-in, ``DRIFT`` on a GPU."""
+    _close(got, ref, what, TIGHT if _on_standin(cupy) else DRIFT)
 
 
 # -- the recurrent trainer, every mode ---------------------------------------------------------------
@@ -94,7 +115,8 @@ def test_recurrent_trainer_on_cupy_matches_numpy(cupy, mode, reset):
     ref = _on("numpy", lambda: _copy_windows(mode, reset))
     got = _on("cupy", lambda: _copy_windows(mode, reset))
     assert ref["episodes"], "no episode ended: the scorer comparison would be empty"
-    _close(got, ref)
+    _close(got["losses"][0], ref["losses"][0], "first loss")
+    _parity(got, ref, cupy)
 
 
 def test_recurrent_checkpoint_round_trip_on_cupy(cupy, tmp_path):
@@ -120,7 +142,7 @@ def test_recurrent_checkpoint_round_trip_on_cupy(cupy, tmp_path):
     uninterrupted = _on("cupy", lambda: second_half(first_half(tmp_path / "cupy.npz")))
     _close(_on("cupy", lambda: resumed(tmp_path / "cupy.npz")), uninterrupted, "cupy checkpoint")
     on_numpy = _on("numpy", lambda: second_half(first_half(tmp_path / "numpy.npz")))
-    _close(_on("cupy", lambda: resumed(tmp_path / "numpy.npz")), on_numpy, "numpy checkpoint resumed on cupy")
+    _parity(_on("cupy", lambda: resumed(tmp_path / "numpy.npz")), on_numpy, cupy, "numpy checkpoint resumed on cupy")
 
 
 # -- the feed-forward trainer, every method ------------------------------------------------------
@@ -142,23 +164,27 @@ def _ff_steps(case: dict, steps: int = 4):
         nets, in_shape = models.fcn(3, in_dim=12, width=16, rng=rng), (12,)
     else:
         nets, in_shape = models.cnn(2, in_shape=(1, 8, 8), filters=4, rng=rng), (1, 8, 8)
-    tr = build_trainer(nets, in_shape=in_shape, lr=1e-2, sg_width=16 if model == "fcn" else 4, seed=3,
-                       rng=rng, **case)
+    # plain SGD for the modules and a small lr for the synthesizers' Adam: on a GPU, Adam's first steps
+    # (+-lr whatever the gradient's size) would turn rounding into drift (module docstring)
+    tr = build_trainer(nets, in_shape=in_shape, lr=1e-2, optimizer="sgd", sg_lr=1e-4,
+                       sg_width=16 if model == "fcn" else 4, seed=3, rng=rng, **case)
     data = np.random.default_rng(1)
     results = []
     for step in range(steps):
         x = to_device(data.random((16, *in_shape)).astype(np.float32))
         y = to_device(data.integers(0, 10, 16))
         results.append(tr.step(x, y, diagnose=step % 2 == 1).to_host())
+    x = to_device(data.random((32, *in_shape)).astype(np.float32))
     params = {f"{i}.{k}": v for i, m in enumerate(tr.modules) for k, v in m.net.params.items()}
-    return {"results": results, "params": params}
+    return {"results": results, "logits": predict_logits(tr.modules, x), "params": params}
 
 
 @pytest.mark.parametrize("case", FF_CASES)
 def test_feedforward_trainer_on_cupy_matches_numpy(cupy, case):
     ref = _on("numpy", lambda: _ff_steps(FF_CASES[case]))
     got = _on("cupy", lambda: _ff_steps(FF_CASES[case]))
-    _close(got, ref)
+    _close(got["results"][0], ref["results"][0], "first step")
+    _parity(got, ref, cupy)
 
 
 # -- the commands, tiny -----------------------------------------------------------------------
@@ -183,7 +209,7 @@ def test_copy_commands_on_cupy_match_numpy(cupy, tmp_path, task, extra, capsys):
         modes = ["dni", "bptt"] if task == "copy" else [None]
         summaries[name] = [json.loads(((out / m) if m else out).joinpath("summary.json").read_text()) for m in modes]
     assert [s["backend"] for s in summaries["cupy"]] == ["cupy"] * len(summaries["cupy"])
-    _close([_summary_core(s) for s in summaries["cupy"]], [_summary_core(s) for s in summaries["numpy"]])
+    _parity([_summary_core(s) for s in summaries["cupy"]], [_summary_core(s) for s in summaries["numpy"]], cupy)
 
 
 def test_copy_resume_on_cupy_gives_the_uninterrupted_result(cupy, tmp_path):
@@ -211,7 +237,7 @@ def test_ptb_run_on_cupy_matches_numpy(cupy, tmp_path):
                                                   "--eval-every", "6", "--log-every", "6", "--no-progress",
                                                   "--backend", name, "--out", str(tmp_path / name)])
         (runs[name],) = rec.run(args, "ptb", _tiny_ptb())
-    _close(_summary_core(runs["cupy"]), _summary_core(runs["numpy"]))
+    _parity(_summary_core(runs["cupy"]), _summary_core(runs["numpy"]), cupy)
 
 
 def _tiny_images(seed=0, n_train=64, n_test=32, shape=(28, 28)):
@@ -241,7 +267,7 @@ def test_mnist_command_on_cupy_matches_numpy(cupy, tmp_path, case, capsys):
         assert ff.main_mnist(argv, load=lambda data_dir: _tiny_images()) == 0, capsys.readouterr().err
         summaries[name] = json.loads((tmp_path / name / "summary.json").read_text())
     assert summaries["cupy"]["backend"] == "cupy"
-    _close(_summary_core(summaries["cupy"]), _summary_core(summaries["numpy"]))
+    _parity(_summary_core(summaries["cupy"]), _summary_core(summaries["numpy"]), cupy)
 
 
 def test_cifar_cnn_command_on_cupy(cupy, tmp_path):
@@ -279,8 +305,8 @@ def test_multinet_command_on_cupy_matches_numpy(cupy, tmp_path, mode):
         assert multinet.main([*tiny, "--backend", name, "--out", str(tmp_path / name)]) == 0
         runs[name] = json.loads((tmp_path / name / "summary.json").read_text())
     keep = ("fast_accuracy", "slow_accuracy", "fast_updates", "slow_updates")
-    _close({k: runs["cupy"][k] for k in keep} | {"logs": _summary_core(runs["cupy"])["logs"]},
-           {k: runs["numpy"][k] for k in keep} | {"logs": _summary_core(runs["numpy"])["logs"]})
+    _parity({k: runs["cupy"][k] for k in keep} | {"logs": _summary_core(runs["cupy"])["logs"]},
+            {k: runs["numpy"][k] for k in keep} | {"logs": _summary_core(runs["numpy"])["logs"]}, cupy)
 
 
 @pytest.mark.parametrize("bench, extra", [("layers", ["--quick"]), ("recurrent", ["--quick"]),
@@ -312,7 +338,7 @@ def test_table_commands_on_cupy_match_numpy(cupy, tmp_path, monkeypatch, capsys,
                      "--figures", str(tmp_path / name / "fig")]) == 0, capsys.readouterr().err
         (result,) = (tmp_path / name / "fig").glob(f"{table}*.json")
         tables[name] = _untimed(json.loads(result.read_text())["ours" if table == "table1" else "table"])
-    _close(tables["cupy"], tables["numpy"])
+    _parity(tables["cupy"], tables["numpy"], cupy)
 
 
 # -- the host-sync budget -----------------------------------------------------------------------
