@@ -66,4 +66,5 @@ def test_command_on_two_workers(tmp_path, ray_session):
     assert [(r["mode"], r["workers"], r["fast_updates"], r["slow_updates"]) for r in runs] == [
         ("locked", 2, 4, 4), ("dni", 2, 8, 4)]
     assert all(r["train_seconds"] > 0 and 0 <= r["slow_accuracy"] <= 100 for r in runs)
+    assert all(r["worker_cpu_seconds"]["fast"] > 0 and r["worker_cpu_seconds"]["slow"] > 0 for r in runs)
     assert "| locked | 0 | 4 | 4 |" in (tmp_path / "table.md").read_text()

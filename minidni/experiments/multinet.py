@@ -304,9 +304,11 @@ class _Run:
         tr.periods, tr.fast_updates, tr.slow_updates = self.stream.periods, result["fast"]["updates"], result["slow"]["updates"]
         self.train_seconds, self.cpu_seconds = result["seconds"], math.nan  # two processes: no one CPU clock
         self.log()
-        return self.summary(time.perf_counter() - wall0)
+        return self.summary(time.perf_counter() - wall0, worker_cpu_seconds={
+            "fast": result["fast_cpu_seconds"], "slow": result["slow_cpu_seconds"]})
 
-    def summary(self, wall: float) -> dict:
+    def summary(self, wall: float, **extra) -> dict:
+        """Write ``summary.json`` (``extra``: more top-level entries) and return it."""
         args, tr = self.args, self.trainer
         last = self.logs[-1]
         s = {"task": "multinet", "mode": self.mode, "seed": self.seed, "T": args.T, "steps": self.ticks,
@@ -314,7 +316,8 @@ class _Run:
              "fast_accuracy": last["fast_accuracy"], "slow_accuracy": last["slow_accuracy"],
              "fast_chance": chance_accuracy(self.y_test, args.T), "slow_chance": chance_accuracy(self.y_test, args.T ** 2),
              "train_seconds": self.train_seconds, "cpu_seconds": self.cpu_seconds, "wall_seconds": wall,
-             "digits": self.source, "workers": args.workers, "backend": args.backend, "options": self._options(), "logs": self.logs}
+             "digits": self.source, "workers": args.workers, "backend": args.backend, "options": self._options(), "logs": self.logs,
+             **extra}
         write_json(self.out / "summary.json", s)
         return s
 
@@ -363,12 +366,18 @@ def plot_curves(summaries: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _cpu(s: dict) -> str:
+    """CPU seconds of a run: the process's, or with two workers A's + B's."""
+    w = s.get("worker_cpu_seconds")
+    return f"{s['cpu_seconds']:.0f}" if w is None else f"A {w['fast']:.1f} + B {w['slow']:.1f}"
+
+
 def table(summaries: list[dict], command: str) -> str:
     """Markdown: one row per run, then the mean per mode."""
     head = ("| mode | seed | A updates | B updates | A accuracy (%) | B accuracy (%) | training wall s | CPU s |\n"
             "|---|---|---|---|---|---|---|---|\n")
     rows = [f"| {s['mode']} | {s['seed']} | {s['fast_updates']} | {s['slow_updates']} | {s['fast_accuracy']:.1f} | "
-            f"{s['slow_accuracy']:.1f} | {s['train_seconds']:.0f} | {s['cpu_seconds']:.0f} |" for s in summaries]
+            f"{s['slow_accuracy']:.1f} | {s['train_seconds']:.0f} | {_cpu(s)} |" for s in summaries]
     for mode in dict.fromkeys(s["mode"] for s in summaries):
         group = [s for s in summaries if s["mode"] == mode]
         if len(group) > 1:
