@@ -28,8 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from minidni import functional as F
 from minidni.backend import backend_name, to_numpy
 from minidni.data import resolve_data_dir
+from minidni.dni.recurrent import copy_loss
 from minidni.io import save_figure
 
 __all__ = ["Notebook", "SOLUTIONS", "ExerciseError"]
@@ -151,9 +153,6 @@ def _aux_gradient(h1, A, a, p, lam):
 
 def _bootstrapped_target(x1, y1, mask1, state, Wx, Wh, b, Wo, bo, M, m, sigma):
     """03: window 1 forward from s_T, sigma p / B injected at its end, backward; B [dh0; dc0]."""
-    from minidni import functional as F  # noqa: PLC0415  (only this solution needs the ops)
-    from minidni.dni.recurrent import copy_loss  # noqa: PLC0415
-
     T, B, _ = x1.shape
     H = Wh.shape[0]
     hs, cT, cache = F.lstm_forward(x1, *state, Wx, Wh, b)
