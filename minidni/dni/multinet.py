@@ -23,15 +23,15 @@ Modes (``mode=``):
   through B's whole horizon into every message and through A; A and B each take one
   optimiser step per period. A is locked: it cannot update before B's error of the
   period comes back, so it makes one update per T² steps.
-- ``"dni"``: after each window A injects ``sg_scale * M(m_k, k)`` at its message,
+- ``"dni"``: after each window A injects ``sg_scale * M(m_k, c_k)`` at its message,
   where M is a synthetic-gradient model (:func:`minidni.dni.mlp_synthesizer`; last
   layer and bias zero at the start, so the first injected gradients are exactly 0)
-  that sees the message and a one-hot code of the tick index k (``sg_condition=
-  "tick"``) or of k and A's own label y_k (``"tick-label"``, as cDNI conditions on
-  the label; A knows y_k at its tick, it trains on it), and takes one optimiser step from its own
-  loss plus that SG: T updates per period. B runs as in ``"locked"`` on the messages
-  A sent; the true gradient of L_B at each ``m_k`` then trains M (one regression
-  step per tick, target in the units of the batch-mean loss as every Synthesizer).
+  and ``c_k`` a one-hot code of the tick index k (``sg_condition="tick"``) or of k and
+  A's own label y_k (``"tick-label"``, as cDNI conditions on the label: A knows y_k at
+  its tick, it trains on it). A takes one optimiser step from its own loss plus that
+  SG: T updates per period. B runs as in ``"locked"`` on the messages A sent; the
+  true gradient of L_B at each ``m_k`` then trains M (one regression step per tick,
+  target in the units of the batch-mean loss, as every Synthesizer).
 - ``"none"``: as ``"dni"`` with nothing injected: no gradient from B reaches A
   (the control that shows what B's gradient adds); A's message layer never learns.
 
