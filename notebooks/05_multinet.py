@@ -26,8 +26,9 @@
 # 4. train the three modes (`locked`, `dni`, `none`) for a little while and plot them.
 #
 # `MINIDNI_FAST=1` shrinks the run (same code), as in the test suite; `MINIDNI_FIGURE_DIR=folder`
-# also saves the figure. The full mode took 37 CPU seconds (2 minutes of wall time on a shared 2-core machine). The measured
-# comparison with two seeds is in `figures/multinet.md` (made by `python -m minidni.run multinet`).
+# also saves the figure. The full mode took 37 CPU seconds (2 minutes of wall time on a shared
+# 2-core machine). The measured comparison with two seeds is in `figures/multinet.md` (made by
+# `python -m minidni.run multinet`).
 
 # %%
 import time
