@@ -85,17 +85,18 @@ def test_balanced_groups_rejects_more_workers_than_modules():
 
 
 def test_trainer_at_cuts_puts_one_synthesizer_per_cut_and_backprop_inside_a_worker():
-    nets = models.fcn(5, in_dim=D, width=16, rng=np.random.default_rng(0), dtype=np.float64)
+    def fresh_nets():  # (a trainer flattens its modules' params: each cut gets layers of its own)
+        return models.fcn(5, in_dim=D, width=16, rng=np.random.default_rng(0), dtype=np.float64)
 
     def make(module_nets):
         return build_trainer(module_nets, method="cdni", in_shape=(D,), lr=1e-2, sg_width=16,
                              rng=np.random.default_rng(1), dtype=np.float64)
 
-    trainer, groups = trainer_at_cuts(nets, workers=2, make=make)
+    trainer, groups = trainer_at_cuts(fresh_nets(), workers=2, make=make)
     assert groups == [(0, 3), (3, 5)]  # layer 0 (12 -> 16) is the cheapest: three layers below the cut
     assert len(trainer.modules) == 2 and len(trainer.synthesizers) == 1
     assert [len(m.net.layers) for m in trainer.modules] == [9, 7]  # (Linear, BN, ReLU) x 3; x 2 + output Linear
-    _, heavy_sg = trainer_at_cuts(nets, workers=2, make=make, cut_cost=lambda ns: [1e6] * (len(ns) - 1))
+    _, heavy_sg = trainer_at_cuts(fresh_nets(), workers=2, make=make, cut_cost=lambda ns: [1e6] * (len(ns) - 1))
     assert heavy_sg == [(0, 1), (1, 5)]  # a costly synthesizer moves the cut down: its worker does less else
 
 

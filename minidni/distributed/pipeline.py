@@ -213,7 +213,12 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     else:
         nice = {} if "RAY_worker_niceness" in os.environ else {
             "_system_config": {"worker_niceness": WORKER_NICENESS}}
-        ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False, **quiet, **nice)
+        try:
+            ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False, **quiet, **nice)
+        except Exception as exc:  # noqa: BLE001  (Ray raises plain Exception when its processes do not start)
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"could not start a local Ray instance: {message} (on a busy machine, try again; "
+                             "or join a running cluster with --ray-address)") from None
     return True
 
 

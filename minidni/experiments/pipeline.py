@@ -56,6 +56,7 @@ and lock waits, the staleness each synthesizer saw, examples per second) and
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -185,8 +186,8 @@ def _build(args: argparse.Namespace, model: Callable):
                              sg_hidden=args.sg_hidden, sg_width=sg_width, sg_bn=args.sg_bn, sg_lr=args.sg_lr,
                              warmup=args.warmup, unlock_forward=args.unlock == "forward", seed=args.seed, rng=rng)
 
-    def cut_cost(layer_nets) -> list[float]:  # a throwaway trainer with a synthesizer after every layer
-        probe = make(layer_nets, rng=np.random.default_rng(0))
+    def cut_cost(layer_nets) -> list[float]:  # a throwaway trainer with a synthesizer after every layer, on
+        probe = make(copy.deepcopy(layer_nets), rng=np.random.default_rng(0))  # copies: a trainer rebinds params
         return [SG_COST_SHARE * _param_count(s.net) for s in probe.synthesizers]
 
     if _interfaces(args) == "every-layer":
