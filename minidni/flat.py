@@ -21,12 +21,17 @@ cuBLAS and AVX-512 like). The gaps are zero in every buffer and stay zero (their
 gradient is 0, so no update moves them), so a whole-buffer norm or step is the
 same as one over the tensors. Build the :class:`FlatParams` *before* anything
 keeps references to the old arrays (optimisers, dicts of params): the old arrays
-are not updated any more.
+are not updated any more. Flattening exactly the same parameters again (a second
+optimiser on the same net) shares the first parameter buffer, as two per-tensor
+optimisers would share the arrays; flattening a different set that overlaps moves
+them again, and an optimiser of the old FlatParams then refuses to step
+(:meth:`FlatParams.check_bound`) instead of silently updating arrays nobody reads.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 
 from minidni.backend import get_xp
 from minidni.layers.base import Layer
@@ -35,6 +40,25 @@ from minidni.layers.container import Sequential
 __all__ = ["ALIGN", "FlatArrays", "FlatParams", "param_slots"]
 
 ALIGN = 64  # elements: every tensor starts at a multiple of this offset in its buffer
+
+
+_OWNERS: dict = {}  # id(parameter buffer) -> weak references to the FlatParams that hold it
+
+
+def _register(flat: "FlatParams") -> None:
+    for buffer in flat.params.buffers:
+        refs = _OWNERS.setdefault(id(buffer), [])
+        refs.append(weakref.ref(flat, refs.remove))  # a FlatParams that goes away drops out
+
+
+def _owner(array):
+    """A live FlatParams whose parameter buffer ``array`` is a view of, or None."""
+    base = getattr(array, "base", None)
+    for ref in _OWNERS.get(id(base), []) if base is not None else []:
+        flat = ref()
+        if flat is not None and any(b is base for b in flat.params.buffers):
+            return flat
+    return None
 
 
 class FlatArrays(dict):
@@ -94,13 +118,31 @@ class FlatParams:
             self.layout[key] = (g, sizes[g], tuple(p.shape))
             sizes[g] += -(-int(p.size) // ALIGN) * ALIGN
         self.sizes = sizes
-        self.params = self.zeros()
-        for key, owner, name in slots:
-            view = self.params[key]
-            view[...] = owner[name]
-            owner[name] = view  # the layer now reads and writes the flat buffer
+        arrays = [owner[name] for _, owner, name in slots]
+        other = _owner(arrays[0])
+        if other is not None and [id(a) for a in arrays] == [id(a) for a in other.params.values()]:
+            # exactly the params of another FlatParams (a second optimiser on the same net): share its buffers,
+            # as two per-tensor optimisers would share the arrays
+            self.layout = {key: other.layout[k] for key, k in zip(self.layout, other.layout)}
+            self.params = FlatArrays(dict(zip(self.layout, arrays)), other.params.buffers)
+        else:  # move the params into new buffers (a FlatParams that held some of them is detached: check_bound)
+            self.params = self.zeros()
+            for (key, owner, name), value in zip(slots, arrays):
+                view = self.params[key]
+                view[...] = value
+                owner[name] = view  # the layer now reads and writes the flat buffer
+        _register(self)
+        self._slots = [(owner, name, self.params[key]) for key, owner, name in slots]
         self.grads = self.zeros()
         self.scratch = [xp.empty_like(b) for b in self.grads.buffers]
+
+    def check_bound(self) -> None:
+        """Raise RuntimeError if a layer no longer reads these buffers (its params were moved into another FlatParams)."""
+        for owner, name, view in self._slots:
+            if owner.get(name) is not view:
+                raise RuntimeError(f"parameter {name!r} was moved into another FlatParams (a second trainer or "
+                                   "optimiser built on the same layers); this one no longer updates what the "
+                                   "layers read: use the newest one")
 
     def zeros(self) -> FlatArrays:
         """New zero buffers with this layout (e.g. an optimiser's moments), as named views."""

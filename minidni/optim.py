@@ -149,6 +149,7 @@ class _Flat:
         return self.flat.zeros()
 
     def _gather(self, grads: dict | None) -> None:
+        self.flat.check_bound()
         if grads is not None:
             self._check_grads(grads)
             self.flat.gather(grads)

@@ -76,6 +76,29 @@ def _big_layers(dtype=np.float32, seed=0):
             "c": Linear(3, 2, rng=rng, dtype=np.float64)}
 
 
+def test_flattening_the_same_params_again_shares_the_buffer_and_an_overlap_detaches_the_old_one():
+    """A second optimiser on the same net updates the arrays the layers read (as two per-tensor ones would);
+    after an overlapping set is flattened, the old optimiser refuses to step instead of updating dead arrays."""
+    rng = np.random.default_rng(0)
+    net = Sequential([Linear(3, 4, rng=rng), ReLU(), Linear(4, 2, rng=rng)])
+    first = FlatParams({"": net})
+    second = FlatParams({"": net})
+    assert second.params.buffers[0] is first.params.buffers[0] and second.grads.buffers[0] is not first.grads.buffers[0]
+    assert all(second.params[k] is first.params[k] is net.params[k] for k in net.params)
+    FlatSGD(second, lr=1.0).step({k: np.ones_like(v) for k, v in net.params.items()})
+    np.testing.assert_array_equal(first.params["0.b"], -1.0)  # the first one sees the update
+    del second  # the buffer stays recognised while the first owner lives
+    assert FlatParams({"": net}).params.buffers[0] is first.params.buffers[0]
+    old_opt = FlatAdam(first, lr=1e-3)
+    before = net.params["2.W"].copy()
+    bigger = FlatParams({"net": net, "extra": Linear(2, 2, rng=rng)})  # overlaps: the params move again
+    np.testing.assert_array_equal(bigger.params["net.2.W"], before)
+    assert net.params["2.W"] is bigger.params["net.2.W"]
+    with pytest.raises(RuntimeError, match="was moved into another FlatParams"):
+        old_opt.step()
+    FlatAdam(bigger, lr=1e-3).step()  # the newest one works
+
+
 @pytest.mark.parametrize("make_layers", [_layers, _big_layers], ids=["small", "several-chunks"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind", ["adam", "sgd", "sgd-momentum"])
