@@ -320,10 +320,12 @@ print(f"(b) target - truth == SG error pushed back one window; here the push shr
 #
 # flows back through the core ($p$ is held constant). It asks the state to carry information
 # about the gradients the future will send, an extra training signal for the core that costs
-# one small matrix product. In the trainer as it is today the aux gradient enters the window's
-# backward *before* `dh0, dc0` are read, so it is also part of $M$'s bootstrapped target for the
-# previous edge (the Table 2 work proposes to exclude it); the from-scratch window below follows the
-# trainer, and checks $M$'s target against the one the trainer actually used.
+# one small matrix product. The aux gradient enters the window's backward, so it also reaches
+# `dh0, dc0`; $M$'s bootstrapped target for the previous edge must not contain it (else $M$ would
+# partly regress on the aux head's own error), so the trainer takes that share back out
+# (`lstm_first_output_backward`; `aux_in_target=True` keeps the old behaviour). The from-scratch
+# window below gets the same target from a second backward without the aux gradient, and checks
+# it against the target the trainer actually used.
 #
 # **Exercise 1 (the aux gradient).** Derive $\partial L_\text{aux}/\partial h_1$ ($B\times H$, with
 # $A$ of shape $H\times 2H$, $a$ of $2H$, $p$ of $B\times 2H$ held constant) and write it below. The
@@ -370,11 +372,13 @@ def dni_window(P, x, y, mask, state, pending, mode, lr, sg_lr, sigma, lam):
         p = s_end @ P["M"] + P["m"]                          # M's per-example synthetic gradient
         dhs[-1] += sigma * p[:, :H_] / B_                    # inject sigma p / B at h_T ...
         dcT = sigma * p[:, H_:] / B_                         # ... and at c_T
+    dhs_task = dhs.copy()                                    # the task and SG gradient: M's target comes from it
     if mode == "dni-aux":
         daux = lam / B_ * (hs[0] @ P["Aw"] + P["ab"] - p)    # d L_aux / d(prediction), p held constant
         grads.update(Aw=hs[0].T @ daux, ab=daux.sum(0))
         dhs[0] += daux @ P["Aw"].T                           # the aux loss trains the core through h_1
-    _, dh0, dc0, grads["Wx"], grads["Wh"], grads["b"] = F.lstm_backward(dhs, dcT, cache)
+    _, _, _, grads["Wx"], grads["Wh"], grads["b"] = F.lstm_backward(dhs, dcT, cache)
+    _, dh0, dc0, *_ = F.lstm_backward(dhs_task, dcT, cache)  # without the aux loss's share
     target = None
     if pending is not None:                                  # the previous window's s_T gets its target
         target = B_ * np.concatenate([dh0, dc0], axis=1)

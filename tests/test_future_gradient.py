@@ -27,8 +27,12 @@ def _window(stream, T):
     return x, (lambda logits: copy_loss(logits, target, mask)), w.episode_end
 
 
-def test_one_window_with_the_tail_is_the_bootstrapped_target():
-    tr, stream = _setup()
+@pytest.mark.parametrize("mode", ["dni", "dni-aux"])
+def test_one_window_with_the_tail_is_the_bootstrapped_target(mode):
+    """For dni-aux too: M's target is the task + SG gradient only, without the aux loss's share."""
+    tr, stream = _setup(mode)
+    if mode == "dni-aux":
+        tr.aux.params["W"][...] = np.random.default_rng(5).normal(0, 0.5, tr.aux.params["W"].shape)
     nxt = _window(stream, 3)
     expected = future_gradient(tr, tr.state, [nxt], discount=tr.sg_scale, tail=True)
     seen = []
@@ -80,3 +84,40 @@ def test_a_perfect_sg_has_cosine_one_and_it_changes_nothing():
     assert compare(-g, 2 * g) == pytest.approx((-1.0, 0.5))
     assert all(np.array_equal(before[k], v) for k, v in tr.core_params.items())
     assert all(np.array_equal(a, b) for a, b in zip(state, tr.state))
+
+
+def test_aux_in_target_keeps_the_aux_share_and_differs():
+    """The old behaviour, kept for comparison: the aux loss's gradient enters M's target."""
+    tr, stream = _setup("dni-aux")
+    tr.aux_in_target = True
+    tr.aux.params["W"][...] = np.random.default_rng(5).normal(0, 0.5, tr.aux.params["W"].shape)
+    nxt = _window(stream, 3)
+    task_only = future_gradient(tr, tr.state, [nxt], discount=tr.sg_scale, tail=True)
+    seen = []
+    original = tr.bootstrap_target
+    tr.bootstrap_target = lambda *a, **k: seen.append(original(*a, **k).copy()) or seen[-1]
+    tr.train_window(*nxt)
+    kept = _kept_rows(seen[0])
+    assert np.abs((seen[0] - task_only) * kept).max() > 1e-6
+
+
+def test_first_output_backward_is_the_full_backward_with_one_gradient():
+    from minidni.functional import lstm_backward, lstm_first_output_backward, lstm_forward
+
+    rng = np.random.default_rng(3)
+    T, N, D, H = 4, 5, 3, 6
+    x, h0, c0 = rng.normal(size=(T, N, D)), rng.normal(size=(N, H)), rng.normal(size=(N, H))
+    Wx, Wh, b = rng.normal(size=(D, 4 * H)), rng.normal(size=(H, 4 * H)), rng.normal(size=4 * H)
+    keep = np.ones((T, N))
+    keep[0, 1] = 0.0  # a row reset before the first step
+    keep[2, 3] = 0.0
+    hs, cT, cache = lstm_forward(x, h0, c0, Wx, Wh, b, keep=keep)
+    dh1 = rng.normal(size=(N, H))
+    dhs = np.zeros((T, N, H))
+    dhs[0] = dh1
+    _, dh0, dc0, *_ = lstm_backward(dhs, None, cache)
+    dh0, dc0 = dh0.copy(), dc0.copy()
+    one_h, one_c = lstm_first_output_backward(dh1, cache)
+    np.testing.assert_allclose(one_h, dh0, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(one_c, dc0, rtol=1e-12, atol=1e-14)
+    assert not one_h[1].any() and one_h[0].any()

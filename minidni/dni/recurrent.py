@@ -15,6 +15,13 @@ Modes (``mode=``):
   hidden state ``hs[0]`` (the output of the window's first step) that predicts the
   synthetic gradient M produces at the end of the same window; its L2 loss,
   weighted by ``aux_weight``, flows back through the core (PAPER.md §2, DNI + Aux).
+  The prediction's horizon is therefore T-1 steps, not T: the head could read the
+  carried state instead (T steps ahead), but that state comes from the previous
+  window, so the aux loss's gradient would train nothing of this window's core.
+  M's bootstrapped target is the gradient of the task loss and the injected SG
+  only: the aux loss's share of ``(dh0, dc0)`` is taken back out
+  (:func:`minidni.functional.lstm_first_output_backward`), so M does not regress on
+  the aux head's own error. ``aux_in_target=True`` keeps it in, for comparison.
 
 **Units of M.** The task loss of a window is the sum over its steps of the mean over
 the batch, so a row's gradient carries a factor 1/B. M predicts the *per-example*
@@ -62,6 +69,7 @@ import numpy as np
 
 from minidni.backend import get_xp, to_device, to_numpy
 from minidni.functional.losses import softmax_cross_entropy
+from minidni.functional.lstm import lstm_first_output_backward
 from minidni.layers.linear import Linear
 from minidni.layers.lstm import LSTM
 from minidni.flat import FlatParams
@@ -139,6 +147,8 @@ class RecurrentTrainer:
             a slower M keeps its output on the scale of its target).
         sg_scale: factor on M's output before it is injected (default 0.1).
         aux_weight: λ of the dni-aux loss (ignored by the other modes).
+        aux_in_target: dni-aux only: let the aux loss's gradient into M's target (the behaviour
+            before the fix; off by default, module docstring).
         clip: max global norm of the core's gradients per window; 0 disables clipping.
         reset: ``"episode"`` (zero a row's state after its episode ends) or ``"never"``.
         optimizer: ``"adam"`` or ``"sgd"`` (plain, used by the exactness tests), for the
@@ -149,12 +159,14 @@ class RecurrentTrainer:
 
     def __init__(self, input_dim: int, output_dim: int, hidden: int, *, mode: str = "dni", lr: float = 1e-3,
                  sg_lr: float | None = None, sg_scale: float = 0.1, aux_weight: float = 0.1, clip: float = 1.0,
-                 reset: str = "episode", optimizer: str = "adam", rng: np.random.Generator, dtype=np.float32):
+                 reset: str = "episode", optimizer: str = "adam", rng: np.random.Generator, dtype=np.float32,
+                 aux_in_target: bool = False):
         self.mode = _check_choice("mode", mode, MODES)
         self.reset = _check_choice("reset", reset, RESETS)
         _check_choice("optimizer", optimizer, OPTIMIZERS)
         self.sg_scale = _check_nonneg("sg_scale", sg_scale)
         self.aux_weight = _check_nonneg("aux_weight", aux_weight)
+        self.aux_in_target = bool(aux_in_target)
         self.clip = _check_nonneg("clip", clip)
         self.hidden = H = hidden
         self.lstm = LSTM(input_dim, hidden, rng=rng, dtype=dtype)
@@ -272,6 +284,10 @@ class RecurrentTrainer:
             grads.update({f"aux.{k}": v for k, v in aux_grads.items()})
         lstm_out = {k: self.core.grads[f"lstm.{k}"] for k in self.lstm.params}
         _, dh0, dc0, _ = self.lstm.backward(dhs, dcT, lstm_cache, input_grad=False, out=lstm_out)
+        if self.mode == "dni-aux" and not self.aux_in_target and self.pending is not None:
+            aux_h, aux_c = lstm_first_output_backward(dh_aux, lstm_cache)
+            dh0 -= aux_h  # M's target: the task and SG gradient, without the aux loss's share
+            dc0 -= aux_c
         row = self._diag_row(xp, dtype)
         row[0] = loss
         if self.pending is not None:

@@ -113,6 +113,9 @@ def make_parser(task: str) -> argparse.ArgumentParser:
                    help="Adam learning rate of the SG model (default: the same as --lr)")
     p.add_argument("--sg-scale", type=nonnegative_float, default=0.1, help="factor on the SG before it is injected")
     p.add_argument("--aux-weight", type=nonnegative_float, default=0.1, help="weight λ of the dni-aux loss")
+    p.add_argument("--aux-in-target", action="store_true",
+                   help="dni-aux: let the aux loss's gradient into M's bootstrapped target (the old behaviour, "
+                        "for comparison; by default M regresses on the task and SG gradient only)")
     p.add_argument("--reset-state", choices=RESETS, default="episode",
                    help="zero a row's LSTM state when its episode ends, or never (ptb: only at a new pass); "
                         "never: same lengths at the defaults but a 2-3x larger cell state (module docstring)")
@@ -200,7 +203,8 @@ class _Run:
         sg_lr = args.lr if args.sg_lr is None else args.sg_lr
         self.trainer = RecurrentTrainer(*dims, args.hidden, mode=mode, lr=args.lr, sg_lr=sg_lr,
                                         sg_scale=args.sg_scale, aux_weight=args.aux_weight, clip=args.clip,
-                                        reset=args.reset_state, rng=np.random.default_rng(args.seed))
+                                        reset=args.reset_state, rng=np.random.default_rng(args.seed),
+                                        aux_in_target=args.aux_in_target)
         self.logs: list[dict] = []
         self.warnings: list[str] = []
         self.drift = 0

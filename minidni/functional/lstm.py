@@ -35,7 +35,7 @@ from minidni import kernels
 from minidni.backend import get_xp
 from minidni.workspace import Workspace
 
-__all__ = ["lstm_step_forward", "lstm_step_backward", "lstm_forward", "lstm_backward"]
+__all__ = ["lstm_step_forward", "lstm_step_backward", "lstm_forward", "lstm_backward", "lstm_first_output_backward"]
 
 
 def _sigmoid(xp, z):
@@ -236,6 +236,24 @@ def lstm_backward(dhs, dcT, cache, *, input_grad=True, out=None):
     xp.matmul(h_in.reshape(T * N, H).T, da2, out=dWh)  # the hidden state entering every step, stacked
     da2.sum(axis=0, out=db)
     return dx, dh, dc, dWx, dWh, db
+
+
+def lstm_first_output_backward(dh1, cache):
+    """``(dh0, dc0)`` (N, H): the gradient at the initial state of a gradient ``dh1`` (N, H) that arrives at
+    the first hidden state ``hs[0]`` only, i.e. :func:`lstm_backward` with every other gradient zero.
+
+    One step back instead of T: by linearity, the share of a loss on ``hs[0]`` (DNI+Aux's auxiliary
+    loss) in the state gradient of a whole window, which can then be taken back out of it.
+    """
+    xp = get_xp(dh1)
+    x, hs, cs, h_in, c_in, ifgo, tanh_c, keep, Wx, Wh, ws = cache
+    H = hs.shape[2]
+    da, dc0 = _gate_backward(xp, dh1, xp.zeros_like(dh1), c_in[0], ifgo[0], tanh_c[0], H)
+    dh0 = da @ Wh.T  # h0 enters the first step's pre-activation through Wh
+    if keep is not None:  # the first step started from keep[0] * state
+        dh0 *= keep[0]
+        dc0 *= keep[0]
+    return dh0, dc0
 
 
 def _backward_steps(xp, dhs, dcT, cache, da):
