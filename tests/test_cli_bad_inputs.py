@@ -78,6 +78,8 @@ def _bad_values(action: argparse.Action) -> list[str]:
         return ["bogus-choice"]
     if getattr(t, "__name__", "") == "output_path":
         return [""]
+    if getattr(t, "kind", None) == "list":  # comma-separated lists (multinet --modes, --seeds)
+        return [",", "bogus-choice"]
     if not hasattr(t, "accepted"):
         return []
     values = ["nan", "inf", "-inf", "abc", "1e999"]

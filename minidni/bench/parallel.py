@@ -58,7 +58,8 @@ from pathlib import Path
 import numpy as np
 
 from minidni import models
-from minidni.cli import TrainingDiverged, UsageError, make_parser, positive_float, positive_int, run_command
+from minidni.cli import TrainingDiverged, UsageError, int_range, make_parser, output_path, positive_float, positive_int
+from minidni.cli import prepare_out_file, run_command, seed_int
 from minidni.distributed.batches import batch_indices
 from minidni.distributed.pipeline import Pipeline, balanced_groups, init_ray, require_ray, spawn_workers
 from minidni.dni.feedforward import build_trainer, error_percent, raise_if_diverged
@@ -229,7 +230,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=positive_int, default=256, help="minibatch size")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate of the modules")
     p.add_argument("--sg-lr", type=positive_float, default=None, help="synthesizers' Adam lr (default: --lr)")
-    p.add_argument("--sg-hidden", type=int, choices=(0, 1, 2), default=None,
+    p.add_argument("--sg-hidden", type=int_range(0, 2), default=None,
                    help="synthesizer hidden layers (default: 2 for dni, 0 for cdni); their width is --width")
     p.add_argument("--rounds", type=positive_int, default=8,
                    help="interleaved rounds, 2 or more (the first is a warm-up, left out of the figures)")
@@ -244,8 +245,8 @@ def main(argv=None) -> int:
                    help="random MNIST-shaped data instead of MNIST (timing only: the test error means nothing)")
     p.add_argument("--data-dir", type=Path, default=None, help="data folder (default $MINIDNI_DATA or the cache)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting a local one")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("figures/bench_parallel.json"),
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--out", type=output_path, default=Path("figures/bench_parallel.json"),
                    help="JSON output file; the figure goes beside it (.png)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -253,7 +254,12 @@ def main(argv=None) -> int:
         args = p.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    return run_command(PROG, lambda: _run(args, " ".join([PROG, *argv])))
+
+    def body() -> int:
+        prepare_out_file(args.out)
+        return _run(args, " ".join([PROG, *argv]))
+
+    return run_command(PROG, body)
 
 
 def _data(args) -> tuple:

@@ -67,7 +67,7 @@ from pathlib import Path
 import numpy as np
 
 from minidni import backend, models
-from minidni.cli import UsageError, make_parser, positive_int, run_command
+from minidni.cli import UsageError, make_parser, output_path, positive_int, prepare_out_file, run_command, seed_int
 from minidni.dni.feedforward import build_trainer
 from minidni.dni.recurrent import RecurrentTrainer, copy_loss
 from minidni.functional.lstm import lstm_backward, lstm_forward
@@ -503,8 +503,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-blas-env", action="store_true",
                    help=f"keep {' and '.join(BLAS_ENV)} if set (default: re-run without them)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test, not a measurement)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights and data")
-    p.add_argument("--out", type=Path, default=Path("figures/bench_torch.json"),
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the weights and data")
+    p.add_argument("--out", type=output_path, default=Path("figures/bench_torch.json"),
                    help="JSON file to write; the chart goes next to it as .png")
     return p
 
@@ -532,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds, args.steps, args.windows = min(args.rounds, 2), min(args.steps, 2), min(args.windows, 3)
 
     def body() -> int:
+        prepare_out_file(args.out)
         require_torch()
         if not args.keep_blas_env:
             _reexec_without_blas_env(argv)

@@ -98,6 +98,9 @@ def make_parser(dataset: str) -> argparse.ArgumentParser:
                    help="steps between logged losses, divergence checks and SG diagnostics")
     p.add_argument("--log-sg", action=argparse.BooleanOptionalAction, default=True,
                    help="log cos(synthetic, true gradient) per synthesizer (a diagnostic backprop pass)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=1000,
+                   help=f"steps between checkpoints ({CHECKPOINT} in --out; with --workers the pipeline drains first)")
+    p.add_argument("--resume", action="store_true", help=f"continue from {CHECKPOINT} in --out exactly")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
                    help="show a progress bar (default: when stderr is a terminal)")
     add_common_args(p, default_out=f"runs/{dataset}")
@@ -208,8 +211,10 @@ def run(args: argparse.Namespace, data: Dataset, *, dataset: str = "mnist") -> d
     order, cursor = order_rng.permutation(n_train), 0
     curves = _Curves()
     uses_sg = args.method in ("dni", "cdni")
-    args.out.mkdir(parents=True, exist_ok=True)
     ckpt = _Checkpoint(args.out / CHECKPOINT, _options(args), trainer)
+    if args.resume:
+        ckpt.check_exists()
+    args.out.mkdir(parents=True, exist_ok=True)
 
     def evaluate(step: int, train_seconds: float) -> float:
         err = error_percent(trainer.modules, x_test, y_test)
@@ -218,8 +223,7 @@ def run(args: argparse.Namespace, data: Dataset, *, dataset: str = "mnist") -> d
 
     start = time.perf_counter()
     first, train_seconds, last_log = 1, 0.0, None
-    resume, checkpoint_every = getattr(args, "resume", False), getattr(args, "checkpoint_every", None)
-    if resume:
+    if args.resume:
         state = ckpt.load(order_rng)
         first, train_seconds, order, cursor = state["step"] + 1, state["train_seconds"], state["order"], state["cursor"]
         curves.evals, curves.logs, curves.warnings = state["evals"], state["logs"], state["warnings"]
@@ -241,7 +245,7 @@ def run(args: argparse.Namespace, data: Dataset, *, dataset: str = "mnist") -> d
         logging = step % args.log_every == 0 or step == args.steps
         result = trainer.step(x_train[idx], y_train[idx], diagnose=logging and args.log_sg and uses_sg)
         evaluating = step % args.eval_every == 0 or step == args.steps
-        checkpointing = bool(checkpoint_every) and step % checkpoint_every == 0
+        checkpointing = step % args.checkpoint_every == 0
         if logging or evaluating or checkpointing:  # the device is synchronised only here
             backend.synchronize(xp)
             train_seconds += time.perf_counter() - since
@@ -305,11 +309,14 @@ class _Checkpoint:
                 **curves.as_dict()}
         save_checkpoint(self.path, arrays, meta)
 
-    def load(self, order_rng) -> dict:
-        """Restore the trainer and ``order_rng`` in place; return the loop's state (step, order, cursor, ...)."""
+    def check_exists(self) -> None:
         if not self.path.is_file():
             raise UsageError(f"--resume: no checkpoint in {self.path.parent} (expected {self.path}); "
                              "run without --resume to start from step 0")
+
+    def load(self, order_rng) -> dict:
+        """Restore the trainer and ``order_rng`` in place; return the loop's state (step, order, cursor, ...)."""
+        self.check_exists()
         arrays, meta = load_checkpoint(self.path)
         if meta.get("options") != self.options:
             old = meta.get("options") or {}
@@ -403,7 +410,8 @@ def _main(dataset: str, argv: Sequence[str] | None, load: Callable[[Path | None]
         check_fits(args, dataset)
         check_before_loading(args)  # Ray missing or pipeline-only options: one line before the data loads
         data = (load or LOADERS[dataset])(args.data_dir)
-        prepare_out_dir(args.out)
+        if not args.resume:  # (a resume needs the folder with its checkpoint: run() says so if it is missing)
+            prepare_out_dir(args.out)
         if args.workers:
             s = run_pipeline(args, data, dataset=dataset, model=lambda rng: _model(args, DATASETS[dataset], rng))
             print(f"{parser.prog}: {s['method']} {s['model']}-{s['layers']} on {args.workers} workers: test error "

@@ -83,19 +83,22 @@ MAX_T = 16                       # B's softmax has T²+1 classes
 def _list(kind: str, parse, choices=None):
     """An argparse type for a comma-separated list of ``kind`` items (no repeats)."""
 
+    accepted = f"a comma-separated list of distinct {kind}" + (f" from {', '.join(choices)}" if choices else "")
+
     def convert(text: str) -> list:
         items = [t.strip() for t in text.split(",") if t.strip()]
         if not items:
-            raise argparse.ArgumentTypeError(f"{text!r} is empty (accepted: a comma-separated list of {kind})")
+            raise argparse.ArgumentTypeError(f"{text!r} is empty (accepted: {accepted})")
         out = []
         for item in items:
             if choices is not None and item not in choices:
-                raise argparse.ArgumentTypeError(f"{item!r} is not one of {', '.join(choices)}")
+                raise argparse.ArgumentTypeError(f"{item!r} is not one of {', '.join(choices)} (accepted: {accepted})")
             out.append(parse(item))
         if len(set(out)) != len(out):
-            raise argparse.ArgumentTypeError(f"{text!r} repeats an item (accepted: distinct {kind})")
+            raise argparse.ArgumentTypeError(f"{text!r} repeats an item (accepted: {accepted})")
         return out
 
+    convert.kind, convert.accepted = "list", accepted  # type: ignore[attr-defined]  (read by the bad-input tests)
     return convert
 
 

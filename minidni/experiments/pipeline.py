@@ -95,11 +95,8 @@ def _fail_at(text: str) -> tuple[int, int]:
 
 
 def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
-    """Add ``--workers`` and the pipeline's options.
-
-    ``--checkpoint-every`` and ``--resume`` are shared with the single-process
-    run (added here when the command has none yet).
-    """
+    """Add ``--workers`` and the pipeline's options (``--checkpoint-every`` and ``--resume`` are the
+    single-process command's own, :func:`minidni.experiments.feedforward.make_parser`)."""
     g = parser.add_argument_group("parallel workers (Ray)")
     g.add_argument("--workers", type=positive_int, default=None,
                    help="train on a pipeline of this many Ray workers, one group of consecutive layers each "
@@ -115,12 +112,6 @@ def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
                    help="minibatches in flight in the pipeline (default: workers + 1)")
     g.add_argument("--lockstep", action="store_true",
                    help="run the workers one at a time in the single-process order (deterministic, no parallelism; default: off)")
-    if "--checkpoint-every" not in parser._option_string_actions:
-        g.add_argument("--checkpoint-every", type=positive_int, default=None,
-                       help=f"steps between checkpoints ({CHECKPOINT} in --out; a pipeline drains first; "
-                            f"default: {CHECKPOINT_EVERY} with --workers, none without)")
-    if "--resume" not in parser._option_string_actions:
-        g.add_argument("--resume", action="store_true", help=f"continue from {CHECKPOINT} in --out (default: off)")
     g.add_argument("--inject-failure", type=_fail_at, default=None, help=argparse.SUPPRESS)  # test hook
 
 
