@@ -17,8 +17,8 @@ default all cores: NumPy's BLAS limited with threadpoolctl, ``torch.set_num_thre
   per-step loop is how a per-row episode reset is written in PyTorch) + ``nn.Linear``
   head, masked sigmoid cross-entropy (``binary_cross_entropy_with_logits``),
   ``torch.optim.Adam``, ``clip_grad_norm_``; for DNI a zero-initialised
-  ``nn.Linear(2H, 2H)`` SG on ``[h; c]`` with the bootstrapped target, same units
-  and order as ours (``tests/test_torch_parity.py`` checks one window's loss and
+  ``nn.Linear(2H, 2H)`` SG on ``[h; c]`` with the bootstrapped target (for dni-aux
+  without the aux loss's share, ``torch.autograd.grad``), same units and order as ours (``tests/test_torch_parity.py`` checks one window's loss and
   gradients, bptt and dni, against ours from the same weights).
 - **An MNIST FCN-3 step** (bprop, cdni; batch 256, 784-256-256-256-10 with BN and
   ReLU, Adam lr 1e-4, cdni with label-conditioned linear SGs): ours
@@ -121,8 +121,8 @@ class TorchCopyTrainer:
         nn = torch.nn
         H, D = ours.hidden, ours.lstm.input_dim
         C = ours.head.out_dim
-        self.mode, self.H, self.sg_scale, self.aux_weight, self.clip = (
-            ours.mode, H, ours.sg_scale, ours.aux_weight, ours.clip)
+        self.mode, self.H, self.sg_scale, self.aux_weight, self.clip, self.aux_in_target = (
+            ours.mode, H, ours.sg_scale, ours.aux_weight, ours.clip, ours.aux_in_target)
         self.cell = nn.LSTMCell(D, H)
         self.head = nn.Linear(H, C)
         with torch.no_grad():
@@ -185,12 +185,19 @@ class TorchCopyTrainer:
                 p = self.sg(s) * carry  # per-example SG; an episode that ended here has no future
             delta = p * (self.sg_scale / B)
             outputs, grads = [h, c], [delta[:, :H], delta[:, H:]]
-            if self.aux is not None:
-                total = total + ((self.aux(hs[0]) - p) ** 2).sum() * (0.5 * self.aux_weight / B)
+        aux_share = None
+        if self.aux is not None:
+            aux_loss = ((self.aux(hs[0]) - p) ** 2).sum() * (0.5 * self.aux_weight / B)
+            total = total + aux_loss
+            if self.pending is not None and not self.aux_in_target:  # M's target leaves the aux loss's share out
+                aux_share = torch.autograd.grad(aux_loss, [h0, c0], retain_graph=True)
         torch.autograd.backward([total, *outputs], [None, *grads])
         if self.pending is not None:  # M regresses onto B * [dh0; dc0] of this window (bootstrapped)
             s_prev, p_prev, keep_prev = self.pending
-            target_sg = torch.cat([h0.grad, c0.grad], dim=1) * B
+            dh0, dc0 = h0.grad, c0.grad
+            if aux_share is not None:
+                dh0, dc0 = dh0 - aux_share[0], dc0 - aux_share[1]
+            target_sg = torch.cat([dh0, dc0], dim=1) * B
             err = (self.sg(s_prev) - target_sg) * keep_prev
             self.sg_opt.zero_grad()
             ((err * err).sum() * (0.5 / B)).backward()
