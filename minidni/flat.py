@@ -51,10 +51,17 @@ def _register(flat: "FlatParams") -> None:
         refs.append(weakref.ref(flat, refs.remove))  # a FlatParams that goes away drops out
 
 
+def _root(array):
+    """The array that owns ``array``'s memory (the end of its ``.base`` chain)."""
+    while getattr(array, "base", None) is not None:
+        array = array.base
+    return array
+
+
 def _owner(array):
     """A live FlatParams whose parameter buffer ``array`` is a view of, or None."""
-    base = getattr(array, "base", None)
-    for ref in _OWNERS.get(id(base), []) if base is not None else []:
+    base = _root(array)
+    for ref in _OWNERS.get(id(base), []):
         flat = ref()
         if flat is not None and any(b is base for b in flat.params.buffers):
             return flat
@@ -137,9 +144,14 @@ class FlatParams:
         self.scratch = [xp.empty_like(b) for b in self.grads.buffers]
 
     def check_bound(self) -> None:
-        """Raise RuntimeError if a layer no longer reads these buffers (its params were moved into another FlatParams)."""
+        """Raise RuntimeError if a layer no longer reads these buffers (its params were moved into another FlatParams).
+
+        A layer's array may be another view of the same buffer (e.g. an ndarray subclass
+        view a test logs through); it must live in this FlatParams' buffer.
+        """
         for owner, name, view in self._slots:
-            if owner.get(name) is not view:
+            current = owner.get(name)
+            if current is not view and _root(current) is not view.base:  # another view of our buffer is fine
                 raise RuntimeError(f"parameter {name!r} was moved into another FlatParams (a second trainer or "
                                    "optimiser built on the same layers); this one no longer updates what the "
                                    "layers read: use the newest one")
