@@ -268,6 +268,7 @@ def test_a_steady_state_training_window_allocates_little(mode):
 
 
 # -- fused CuPy kernels (minidni.kernels) against the NumPy reference ------------------------------
+@pytest.mark.gpu
 @pytest.mark.skipif(not backend.cupy_available(), reason="fused CuPy kernels: CuPy is not installed or no NVIDIA GPU is visible")
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-4), (np.float64, 1e-11)])
 @pytest.mark.parametrize("with_keep", [False, True])

@@ -132,6 +132,7 @@ def test_step_decay():
         schedule(-1)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not backend.cupy_available(), reason="fused CuPy kernel: CuPy is not installed or no NVIDIA GPU is visible")
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-12)])
 def test_fused_cupy_adam_kernel_matches_the_numpy_reference(dtype, rtol):

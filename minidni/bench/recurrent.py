@@ -17,7 +17,7 @@ window costs on a core of its own, which stays meaningful on a loaded machine.
 **Share of time in matrix products.** Python's profiler cannot see inside
 ``a @ b``, so the matrix products of one window are listed analytically
 (:func:`window_gemms`: the LSTM's input projection, its T recurrent products
-forward and backward, dx, dWx, dWh, the head, the synthesizer M's prediction and
+forward and backward, dWx, dWh (no dx: the input is data), the head, the synthesizer M's prediction and
 refit, the aux head; same shapes and transposed operands as the code; a test
 checks the list against the products the trainer really runs) and REPLAYED on
 random operands right after each timed block: ``gemm_fraction = replayed GEMM
@@ -92,7 +92,7 @@ def window_gemms(mode: str, T: int, B: int, D: int, H: int, C: int) -> list[Gemm
     :meth:`RecurrentTrainer.train_window`: the LSTM forward (one input projection
     (T*B, D) @ (D, 4H), then one (B, H) @ (H, 4H) per step), the head (T*B, H) @ (H, C)
     and its backward (dx and dW), the LSTM backward (one (B, 4H) @ (4H, H) per step,
-    then dx, dWx, dWh over all steps), and with an SG: M's prediction (B, 2H) @ (2H, 2H)
+    then dWx and dWh over all steps: no dx, the input is data), and with an SG: M's prediction (B, 2H) @ (2H, 2H)
     and its refit on the previous window's state (forward and dW; the refit needs no
     gradient at M's input, ``Linear.param_grads``); with dni-aux the aux head
     (B, H) @ (H, 2H) on the first hidden state and its backward.
@@ -107,8 +107,10 @@ def window_gemms(mode: str, T: int, B: int, D: int, H: int, C: int) -> list[Gemm
         g += [Gemm("aux fwd", B, H, 2 * H), Gemm("aux dx", B, 2 * H, H, b_t=True),
               Gemm("aux dW", H, B, 2 * H, a_t=True)]
     g += [Gemm("lstm dh", B, 4 * H, H, b_t=True)] * T
-    g += [Gemm("lstm dx", T * B, 4 * H, D, b_t=True), Gemm("lstm dWx", D, T * B, 4 * H, a_t=True),
+    g += [Gemm("lstm dWx", D, T * B, 4 * H, a_t=True),
           Gemm("lstm dWh", H, T * B, 4 * H, a_t=True)]
+    if mode == "dni-aux":  # the aux loss's share of (dh0, dc0), taken out of M's target: one step back
+        g += [Gemm("aux share dh0", B, 4 * H, H, b_t=True)]
     if mode != "bptt":
         g += [Gemm("sg refit fwd", B, 2 * H, 2 * H), Gemm("sg refit dW", 2 * H, B, 2 * H, a_t=True)]
     return g
