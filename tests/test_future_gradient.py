@@ -27,11 +27,10 @@ def _window(stream, T):
     return x, (lambda logits: copy_loss(logits, target, mask)), w.episode_end
 
 
-@pytest.mark.parametrize("mode", ["dni", "dni-aux"])
-def test_one_window_with_the_tail_is_the_bootstrapped_target(mode):
-    """For dni-aux too: M's target is the task + SG gradient only, without the aux loss's share."""
-    tr, stream = _setup(mode)
-    if mode == "dni-aux":
+def _target_of_next_window(tr, stream, *, aux_in_target=False):
+    """(the 1-window future gradient with the SG tail, the target the trainer regresses M on in that window)."""
+    if tr.mode == "dni-aux":  # a nonzero aux head, so that its gradient is there to be left out (or not)
+        tr.aux_in_target = aux_in_target
         tr.aux.params["W"][...] = np.random.default_rng(5).normal(0, 0.5, tr.aux.params["W"].shape)
     nxt = _window(stream, 3)
     expected = future_gradient(tr, tr.state, [nxt], discount=tr.sg_scale, tail=True)
@@ -39,9 +38,16 @@ def test_one_window_with_the_tail_is_the_bootstrapped_target(mode):
     original = tr.bootstrap_target
     tr.bootstrap_target = lambda *a, **k: seen.append(original(*a, **k).copy()) or seen[-1]
     tr.train_window(*nxt)
-    kept = _kept_rows(seen[0])
+    return expected, seen[0]
+
+
+@pytest.mark.parametrize("mode", ["dni", "dni-aux"])
+def test_one_window_with_the_tail_is_the_bootstrapped_target(mode):
+    """For dni-aux too: M's target is the task + SG gradient only, without the aux loss's share."""
+    expected, target = _target_of_next_window(*_setup(mode))
+    kept = _kept_rows(target)
     assert kept.sum() > 0 and np.abs(expected * kept).max() > 1e-6  # a real comparison, not zeros
-    np.testing.assert_allclose(seen[0] * kept, expected * kept, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(target * kept, expected * kept, rtol=1e-12, atol=1e-14)
 
 
 def _kept_rows(target):
@@ -88,17 +94,8 @@ def test_a_perfect_sg_has_cosine_one_and_it_changes_nothing():
 
 def test_aux_in_target_keeps_the_aux_share_and_differs():
     """The old behaviour, kept for comparison: the aux loss's gradient enters M's target."""
-    tr, stream = _setup("dni-aux")
-    tr.aux_in_target = True
-    tr.aux.params["W"][...] = np.random.default_rng(5).normal(0, 0.5, tr.aux.params["W"].shape)
-    nxt = _window(stream, 3)
-    task_only = future_gradient(tr, tr.state, [nxt], discount=tr.sg_scale, tail=True)
-    seen = []
-    original = tr.bootstrap_target
-    tr.bootstrap_target = lambda *a, **k: seen.append(original(*a, **k).copy()) or seen[-1]
-    tr.train_window(*nxt)
-    kept = _kept_rows(seen[0])
-    assert np.abs((seen[0] - task_only) * kept).max() > 1e-6
+    task_only, target = _target_of_next_window(*_setup("dni-aux"), aux_in_target=True)
+    assert np.abs((target - task_only) * _kept_rows(target)).max() > 1e-6
 
 
 def test_first_output_backward_is_the_full_backward_with_one_gradient():
