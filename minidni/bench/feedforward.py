@@ -37,6 +37,7 @@ import numpy as np
 from minidni import backend, models
 from minidni.cli import int_range, make_parser, output_path, positive_int, prepare_out_file, run_command, seed_int
 from minidni.dni.feedforward import METHODS, build_trainer
+from minidni.bench.machine import blas_info
 from minidni.io import write_json
 from minidni.layers import Linear
 
@@ -116,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
               "sg_width": args.sg_width, "rounds_timed": args.rounds - 1, "steps_per_round": args.steps,
               "backend": args.backend, "dtype": "float32", "methods": rows, "machine": platform.platform(),
               "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()),
-              "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS")}
+              "blas_threads": blas_info()}
     write_json(args.out, result)
     print(f"{'method':8} {'steps/s':>8} {'time x':>7} {'MFLOP model':>12} {'MFLOP SG':>9} {'FLOPs x':>8}")
     for method, row in rows.items():

@@ -44,6 +44,7 @@ from minidni.cli import make_parser, nonnegative_int, output_path, positive_int,
 from minidni.cli import seed_int
 from minidni.functional import (conv2d_backward, conv2d_forward, linear_backward, linear_forward, lstm_backward,
                                 lstm_forward)
+from minidni.bench.machine import blas_info
 from minidni.io import write_json
 
 PROG = "python -m minidni.bench layers"
@@ -131,8 +132,7 @@ def _gemms(sizes: dict, xp, rng: np.random.Generator) -> list[dict]:
 def _machine_info(xp) -> dict:
     info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
             "python": platform.python_version(), "numpy": np.__version__,
-            "thread_env": {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-                           if k in os.environ},
+            "blas_threads": blas_info(),
             "load_average_1_5_15_min": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     if hasattr(os, "sched_getaffinity"):
         info["usable_cpus"] = len(os.sched_getaffinity(0))

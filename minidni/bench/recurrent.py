@@ -58,6 +58,7 @@ import numpy as np
 from minidni import backend
 from minidni.cli import make_parser, output_path, positive_int, prepare_out_file, run_command, seed_int
 from minidni.dni.recurrent import MODES, RecurrentTrainer, copy_loss
+from minidni.bench.machine import blas_info
 from minidni.io import write_json
 from minidni.tasks import CopyTaskStream, Curriculum
 from minidni.tasks.copy import IN_CHANNELS, OUT_CHANNELS
@@ -207,8 +208,7 @@ def _load_average() -> list[float] | None:
 
 def _machine(xp) -> dict:
     info = {"platform": platform.platform(), "cpus": os.cpu_count(), "numpy": np.__version__,
-            "thread_env": {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-                           if k in os.environ},
+            "blas_threads": blas_info(),
             "cupy_gpu_available": backend.cupy_available()}
     if not info["cupy_gpu_available"]:
         info["gpu_note"] = "no CuPy / NVIDIA GPU on this machine: no --backend cupy figures"
