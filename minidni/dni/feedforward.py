@@ -24,6 +24,38 @@ Methods (``FeedForwardTrainer(method=...)``):
     ``S_{n-2}`` regresses onto it. cDNI is DNI whose synthesizers see the
     one-hot label.
 
+BP(λ) (``sg_target="bp-lambda"``, ``sg_lambda=λ``; dni/cdni). The paper's
+Appendix A unifies backprop and every-layer DNI: the gradient passed down at
+``h_i`` is the mixture
+
+    g_i = λ · b_i + (1 - λ) · delta_hat_i,      b_i = g_{i+1} dh_{i+1}/dh_i,
+
+with ``g_{n-1}`` the true loss gradient at the top. Module ``i`` updates from
+``g_i`` and passes ``g_i dh_i/dh_{i-1}`` down. ``S_i`` regresses onto ``b_i``,
+the mixture of the layer above passed down through module ``i+1`` (our reading
+of "regressed towards the mixture": regressing onto ``g_i`` itself would put
+``S_i``'s own output in its target and, at λ = 0, train nothing). ``b_i`` is
+the λ-return of TD(λ) with no reward between layers, ``b_i = (λ b_{i+1} +
+(1-λ) delta_hat_{i+1}) dh_{i+1}/dh_i``. λ = 0 is every-layer DNI (same
+parameters after any number of steps, tested), λ = 1 is backprop (every
+``g_i`` is the true gradient; the synthesizers then regress onto true gradients,
+as a diagnostic, without affecting the modules).
+
+Locking with λ > 0. ``g_i`` needs ``b_i``, which needs every module above to
+have run forward and backward (the loss reaches ``h_i`` with weight
+``λ^(n-1-i)``). So every module is update and backward locked exactly as in
+backprop: one forward through the whole stack (each synthesizer predicting as
+its input appears), then one backward from the loss, each module updating
+after its own backward. What stays unlocked: nothing a schedule could exploit;
+the synthesizers still need no one else to predict, and a module whose module
+above skipped its backward (``p_update``) falls back to its synthetic gradient
+alone (``g_i = delta_hat_i``, the DNI rule) instead of waiting, so with
+``p_update < 1`` λ = 1 is not bprop (bprop stops the backward there). Only
+λ = 0 unlocks updates, and that is :meth:`FeedForwardTrainer._step_dni`'s
+order. The complete unlock (input models) cuts the chain BP(λ) passes down, so
+the two are refused together; warm-up holds back module ``i``'s update while
+``S_i`` warms up, as in DNI.
+
 Per-module update probability ``p_update`` (one float, or one per module).
 At each step every module draws a coin; a module whose coin fails does
 neither its backward nor its update. Consequences: with bprop the backward
@@ -84,10 +116,11 @@ from minidni.layers import Linear, Sequential
 from minidni.flat import FlatParams
 from minidni.optim import FlatAdam, FlatSGD
 
-__all__ = ["METHODS", "Module", "FeedForwardTrainer", "StepResult", "build_trainer", "raise_if_diverged",
-           "output_shapes", "predict_logits", "error_percent"]
+__all__ = ["METHODS", "SG_TARGETS", "Module", "FeedForwardTrainer", "StepResult", "build_trainer", "raise_if_diverged",
+           "bp_lambda_mix", "output_shapes", "predict_logits", "error_percent"]
 
 METHODS = ("bprop", "no-bprop", "dni", "cdni")
+SG_TARGETS = ("bootstrap", "bp-lambda")  # what a synthesizer regresses on (module docstring)
 
 
 class Module:
@@ -200,11 +233,14 @@ class FeedForwardTrainer:
     ``input_models``: ``n-1`` :class:`~minidni.dni.synthesizers.Regressor` for the
     complete unlock (``input_models[i-1]`` predicts module i's input), or None.
     ``p_update``: a probability, or one per module. ``seed`` seeds the coins.
+    ``sg_target``: ``"bootstrap"`` (every-layer DNI) or ``"bp-lambda"`` with mixing
+    weight ``sg_lambda`` in [0, 1] (module docstring, BP(λ)).
     """
 
     def __init__(self, modules: Sequence[Module], *, method: str, synthesizers: Sequence | None = None,
                  input_models: Sequence[Regressor] | None = None, p_update: float | Sequence[float] = 1.0,
-                 seed: int = 0, loss: Callable = softmax_cross_entropy):
+                 seed: int = 0, loss: Callable = softmax_cross_entropy, sg_target: str = "bootstrap",
+                 sg_lambda: float = 0.0):
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         self.modules = list(modules)
@@ -222,7 +258,15 @@ class FeedForwardTrainer:
         p = [float(p_update)] * n if np.isscalar(p_update) else [float(q) for q in p_update]
         if len(p) != n or not all(0.0 <= q <= 1.0 for q in p):
             raise ValueError(f"p_update must be a probability in [0, 1] or {n} of them, got {p_update!r}")
+        if sg_target not in SG_TARGETS:
+            raise ValueError(f"sg_target must be one of {', '.join(SG_TARGETS)}, got {sg_target!r}")
+        if sg_target == "bp-lambda" and (not uses_sg or input_models is not None):
+            raise ValueError("sg_target='bp-lambda' needs dni or cdni without input models (the complete unlock "
+                             "cuts the chain the mixture is passed down)")
+        if not 0.0 <= float(sg_lambda) <= 1.0:
+            raise ValueError(f"sg_lambda must be in [0, 1], got {sg_lambda!r}")
         self.method, self.p_update, self.loss_fn = method, p, loss
+        self.sg_target, self.sg_lambda = sg_target, float(sg_lambda)
         self.synthesizers = list(synthesizers) if uses_sg else []
         self.input_models = list(input_models) if input_models is not None else None
         self._coins = np.random.default_rng(seed)
@@ -236,6 +280,8 @@ class FeedForwardTrainer:
             return self._step_bprop(x, y, active)
         if self.method == "no-bprop":
             return self._step_no_bprop(x, y, active)
+        if self.sg_target == "bp-lambda":
+            return self._step_bp_lambda(x, y, active, true_deltas)
         return self._step_dni(x, y, active, true_deltas)
 
     def set_lr(self, lr: float, sg_lr: float | None = None) -> None:
@@ -333,6 +379,43 @@ class FeedForwardTrainer:
             h = out
         return res
 
+    def _step_bp_lambda(self, x, y, active, true_deltas) -> StepResult:
+        n = len(self.modules)
+        res = StepResult(None, [False] * n)
+        h, caches, preds, ready = x, [], [None] * (n - 1), [True] * n
+        for i, module in enumerate(self.modules):  # 1. forward; each synthesizer predicts as its input appears
+            h, cache = module.forward(h)
+            caches.append(cache)
+            if i < n - 1 and (active[i] or active[i + 1]):
+                preds[i] = self.synthesizers[i].predict(h, y)
+                ready[i] = self.synthesizers[i].ready  # read before this step's fit, as DNI does
+                if true_deltas is not None:
+                    res.cosine[i], res.norm_ratio[i] = _cosine_and_ratio(preds[i][0], true_deltas[i])
+        res.loss, d = self.loss_fn(h, y)  # d: g_{n-1}, the true gradient at the top
+        for i in reversed(range(n)):  # 2. backward: the mixture is passed down, each module waits for the one above
+            if i < n - 1 and preds[i] is not None:  # d: b_i = g_{i+1} dh_{i+1}/dh_i, None if module i+1 skipped
+                if d is not None:
+                    res.sg_loss[i] = self.synthesizers[i].fit(preds[i][1], d)  # S_i regresses onto b_i
+                d = preds[i][0] if d is None else bp_lambda_mix(d, preds[i][0], self.sg_lambda)
+            if not active[i]:  # (S_i did not predict only when modules i and i+1 both skip)
+                d = None  # nothing reaches the module below this step: it falls back to its SG
+                continue
+            d, grads = self.modules[i].backward(d, caches[i], input_grad=i > 0)
+            if ready[i]:
+                self.modules[i].update(grads)
+                res.updated[i] = True
+        res.sg_loss = dict(sorted(res.sg_loss.items()))
+        return res
+
+
+def bp_lambda_mix(backprop, synthetic, lam: float):
+    """BP(λ)'s gradient ``λ · backprop + (1 - λ) · synthetic`` (same shapes); at λ = 0 or 1 one input, exactly."""
+    if lam == 1.0:
+        return backprop
+    if lam == 0.0:
+        return synthetic
+    return backprop * lam + synthetic * (1.0 - lam)
+
 
 # ---------------------------------------------------------------------- evaluation
 def predict_logits(modules: Sequence[Module], x, *, batch_size: int = 1000):
@@ -373,7 +456,8 @@ def build_trainer(nets: Sequence[Sequential], *, method: str, in_shape: tuple, l
                   optimizer: str = "adam", sg_hidden: int | None = None, sg_width: int = 1024, sg_bn: bool = True,
                   sg_lr: float | None = None, warmup: int = 0, p_update: float | Sequence[float] = 1.0,
                   unlock_forward: bool = False, input_hidden: int = 1, num_classes: int = 10, seed: int = 0,
-                  rng: np.random.Generator, dtype=np.float32) -> FeedForwardTrainer:
+                  sg_target: str = "bootstrap", sg_lambda: float = 0.0, rng: np.random.Generator,
+                  dtype=np.float32) -> FeedForwardTrainer:
     """A trainer for ``nets`` (one Sequential per module, e.g. from :mod:`minidni.models`).
 
     SGs: an MLP synthesizer on flat (D,) outputs, a conv synthesizer (5x5, same
@@ -381,6 +465,7 @@ def build_trainer(nets: Sequence[Sequential], *, method: str, in_shape: tuple, l
     the paper's choice (2 for dni, 0 = linear for cdni); ``sg_lr`` defaults to
     ``lr``. ``unlock_forward`` adds synthetic-input models (flat activations only): MLPs from
     the image with ``input_hidden`` hidden layers of ``sg_width`` units, trained at ``sg_lr``.
+    ``sg_target``/``sg_lambda``: see :class:`FeedForwardTrainer` (BP(λ) needs dni or cdni).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -394,7 +479,7 @@ def build_trainer(nets: Sequence[Sequential], *, method: str, in_shape: tuple, l
     if unlock_forward and method not in ("dni", "cdni"):
         raise ValueError(f"the forward unlock needs --method dni or cdni, got {method}")
     if method not in ("dni", "cdni"):
-        return FeedForwardTrainer(modules, method=method, p_update=p_update, seed=seed)
+        return FeedForwardTrainer(modules, method=method, p_update=p_update, seed=seed, sg_target=sg_target)
 
     hidden = (2 if method == "dni" else 0) if sg_hidden is None else sg_hidden
     shapes = output_shapes(nets, in_shape, dtype)
@@ -416,4 +501,4 @@ def build_trainer(nets: Sequence[Sequential], *, method: str, in_shape: tuple, l
         input_models = [mlp_regressor(in_shape[0], s[0], hidden=input_hidden, width=sg_width, batchnorm=sg_bn,
                                       lr=sg_lr, warmup=warmup, rng=rng, dtype=dtype) for s in shapes[:-1]]
     return FeedForwardTrainer(modules, method=method, synthesizers=synthesizers, input_models=input_models,
-                              p_update=p_update, seed=seed)
+                              p_update=p_update, seed=seed, sg_target=sg_target, sg_lambda=sg_lambda)

@@ -19,6 +19,12 @@ file: every module's, synthesizer's and optimiser's arrays, the shuffling and
 coin generators, the curves) is written; ``--resume`` continues from it exactly
 as an uninterrupted run would.
 
+``--sg-target bp-lambda --sg-lambda λ`` trains dni/cdni with BP(λ): each module
+learns from ``λ`` times the gradient backpropagated from above plus ``1 - λ``
+times its synthetic gradient (λ = 0 is every-layer DNI, λ = 1 backprop; for
+λ > 0 every module waits for the backward from the loss, as in backprop:
+:mod:`minidni.dni.feedforward`). Not with ``--unlock`` or ``--workers``.
+
 Code layout, for reuse (``table1`` calls these directly): :func:`make_parser`
 builds the options, :func:`load_dataset` reads the data, :func:`run` trains and
 writes the outputs from parsed options and a :class:`Dataset`. Running on
@@ -43,7 +49,7 @@ from minidni.cli import UsageError, add_common_args, check_memory, make_parser a
 from minidni.cli import int_range, nonnegative_int, positive_float, positive_int, prepare_out_dir, probability
 from minidni.cli import run_command
 from minidni.distributed.state import load_module_state, load_regressor_state, trainer_state
-from minidni.dni.feedforward import METHODS, build_trainer, error_percent, raise_if_diverged
+from minidni.dni.feedforward import METHODS, SG_TARGETS, build_trainer, error_percent, raise_if_diverged
 from minidni.io import CheckpointError, load_checkpoint, save_checkpoint, save_figure, write_json
 from minidni.optim import StepDecay
 
@@ -52,6 +58,7 @@ __all__ = ["Dataset", "main_mnist", "main_cifar10", "make_parser", "load_dataset
 DATASETS = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 DRIFT_RATIO = 10.0  # warn when a synthetic gradient is this many times larger than the true one
 MAX_LAYERS = 1000   # --layers accepts 1 to this (the paper uses 3-6)
+DEFAULT_SG_LAMBDA = 0.5  # --sg-target bp-lambda without --sg-lambda
 CHECKPOINT = "checkpoint.npz"
 # options that do not change what a run computes: a resumed run may differ in these
 _RUN_ONLY = ("resume", "progress", "out", "steps", "checkpoint_every", "data_dir", "workers", "ray_address",
@@ -88,6 +95,12 @@ def make_parser(dataset: str) -> argparse.ArgumentParser:
     p.add_argument("--unlock", choices=("forward",), default=None,
                    help="'forward': complete unlock, each module also trains on inputs predicted from the image")
     p.add_argument("--warmup", type=nonnegative_int, default=0, help="synthesizer fits before its output is used (>= 0)")
+    p.add_argument("--sg-target", choices=SG_TARGETS, default="bootstrap",
+                   help="what each synthesizer regresses on: bootstrap (every-layer DNI: the SG above passed down) or "
+                        "bp-lambda (BP(λ): modules learn from λ·backprop + (1-λ)·SG, which locks them as backprop "
+                        "does for λ > 0; minidni.dni.feedforward)")
+    p.add_argument("--sg-lambda", type=probability, default=None,
+                   help="BP(λ)'s λ: 0 = every-layer DNI, 1 = backprop (default with --sg-target bp-lambda: 0.5)")
     p.add_argument("--steps", type=positive_int, default=500_000, help="training steps (paper: 500k)")
     p.add_argument("--batch", type=positive_int, default=256, help="minibatch size")
     p.add_argument("--lr", type=positive_float, default=3e-5, help="Adam learning rate of the modules")
@@ -113,11 +126,24 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UsageError(f"--unlock forward needs --method dni or cdni, got --method {args.method}")
     if args.unlock and args.model != "fcn":
         raise UsageError("--unlock forward is implemented for --model fcn only (its synthetic-input models are MLPs)")
+    if args.sg_target == "bp-lambda" and (args.method not in ("dni", "cdni") or args.unlock):
+        raise UsageError(f"--sg-target bp-lambda needs --method dni or cdni without --unlock (got --method "
+                         f"{args.method}{' --unlock ' + args.unlock if args.unlock else ''}): the mixture is "
+                         "passed down the real chain of modules")
+    if args.sg_lambda is not None and args.sg_target != "bp-lambda":
+        raise UsageError(f"--sg-lambda {args.sg_lambda} needs --sg-target bp-lambda (got --sg-target {args.sg_target})")
     if args.method in ("dni", "cdni") and args.layers < 2:
         raise UsageError(f"--method {args.method} needs --layers 2 or more (a synthesizer sits between two modules)")
     decay = args.lr_decay_steps
     if any(a >= b for a, b in zip(decay, decay[1:])):
         raise UsageError(f"--lr-decay-steps must be strictly increasing, got {decay}")
+
+
+def sg_lambda(args: argparse.Namespace) -> float:
+    """BP(λ)'s λ of a run: ``--sg-lambda``, 0.5 when bp-lambda is chosen without it (0: unused otherwise)."""
+    if args.sg_lambda is not None:
+        return args.sg_lambda
+    return DEFAULT_SG_LAMBDA if args.sg_target == "bp-lambda" else 0.0
 
 
 def check_fits(args: argparse.Namespace, dataset: str) -> None:
@@ -196,7 +222,7 @@ def run(args: argparse.Namespace, data: Dataset, *, dataset: str = "mnist") -> d
     trainer = build_trainer(nets, method=args.method, in_shape=in_shape, lr=args.lr, sg_hidden=args.sg_hidden,
                             sg_width=sg_width, sg_bn=args.sg_bn, sg_lr=args.sg_lr, warmup=args.warmup,
                             p_update=args.p_update, unlock_forward=args.unlock == "forward",
-                            seed=args.seed, rng=rng)
+                            seed=args.seed, sg_target=args.sg_target, sg_lambda=sg_lambda(args), rng=rng)
     x_train = backend.to_device(np.asarray(data.x_train, np.float32).reshape(-1, *in_shape))
     y_train = backend.to_device(np.asarray(data.y_train, np.int64))
     x_test = backend.to_device(np.asarray(data.x_test, np.float32).reshape(-1, *in_shape))
@@ -280,6 +306,7 @@ def run(args: argparse.Namespace, data: Dataset, *, dataset: str = "mnist") -> d
         "sg_width": sg_width if uses_sg else None,
         "sg_hidden": ((2 if args.method == "dni" else 0) if args.sg_hidden is None else args.sg_hidden)
         if uses_sg else None,
+        "sg_target": args.sg_target, "sg_lambda": sg_lambda(args) if args.sg_target == "bp-lambda" else None,
         "options": vars(args), "curves": curves.as_dict(),
     }
     write_json(args.out / "summary.json", summary)
@@ -343,7 +370,8 @@ class _Checkpoint:
 
 
 def _title(summary: dict) -> str:
-    return f"{summary['dataset']} {summary['model'].upper()}-{summary['layers']} {summary['method']}"
+    mix = f" BP(λ={summary['sg_lambda']:g})" if summary.get("sg_target") == "bp-lambda" else ""
+    return f"{summary['dataset']} {summary['model'].upper()}-{summary['layers']} {summary['method']}{mix}"
 
 
 def _plot_learning_curve(curves: _Curves, summary: dict, path: Path) -> None:

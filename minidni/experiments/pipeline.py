@@ -134,6 +134,9 @@ def check_pipeline_options(args: argparse.Namespace) -> None:
     if args.workers > args.layers:
         raise UsageError(f"--workers {args.workers} is more than the {args.layers} layers (--layers) to share out "
                          f"(accepted: 1 to {args.layers})")
+    if args.sg_target != "bootstrap":
+        raise UsageError(f"--sg-target {args.sg_target} is not supported with --workers (for λ > 0 its mixture "
+                         "locks every stage to the backward from the top; accepted: bootstrap)")
     if args.p_update != 1.0:
         raise UsageError(f"--p-update {args.p_update} is not supported with --workers (accepted: 1, every module "
                          "updates each step)")
