@@ -22,6 +22,27 @@ with ``p_{k+K}`` held constant. Two cases matter:
 (T·K steps, episode resets as in training) with the trainer's current parameters;
 it changes nothing in the trainer. Off the hot path: the command runs it only at
 log time when asked (``--sg-truth-windows K``).
+
+**λ-returns** (:func:`lambda_return`), the targets of ``sg_target="nstep"`` and
+``"lambda"``. Write ``G_n`` for ``G_n(γ)`` with the tail (the n-step
+bootstrapped return) and ``p_j = M(s_{k+j})`` for M's prediction at the j-th
+boundary after ``s_k``. The λ-return truncated at K windows is
+
+    G^λ = Σ_{n=1..K-1} (1-λ) λ^(n-1) G_n  +  λ^(K-1) G_K,
+
+weights summing to 1; λ = 1 gives ``G_K`` (the K-step target), λ = 0 or K = 1
+gives ``G_1`` (the bootstrapped target). Since ``G_n = ℓ_1 + γ G_{n-1}' J_1``
+(``ℓ_1``: the first window's own loss gradient at ``s_k``, ``J_1`` its
+transition, ``G_{n-1}'`` the (n-1)-step return from the next boundary, ``G_0' =
+p_1``), the mixture obeys the recursion of TD(λ),
+
+    G^λ_K = ℓ_1 + γ [ (1-λ) p_1 + λ G^λ_{K-1}' ] J_1,        G^λ_1 = ℓ_1 + γ p_1 J_1,
+
+so ONE backward pass over the K windows computes it: at the far boundary
+inject ``γ p_K``, at each boundary j < K inject ``γ (1-λ) p_j`` and scale the
+gradient crossing it by ``γ λ`` (a row whose episode ends at a boundary passes
+nothing across it and gets no prediction there). Tested against the explicit
+weighted sum.
 """
 
 from __future__ import annotations
@@ -32,7 +53,7 @@ import numpy as np
 
 from minidni.backend import get_xp, to_device
 
-__all__ = ["future_gradient", "compare"]
+__all__ = ["future_gradient", "lambda_return", "compare"]
 
 Window = tuple[Any, Callable, Any]  # (x (T, B, D) on the device, loss_grad(logits) -> (loss, dlogits, ...), episode_end)
 
@@ -71,12 +92,76 @@ def future_gradient(trainer, state, windows: Sequence[Window], *, discount: floa
     if tail and trainer.uses_sg:  # the SG the trainer would inject after the K-th window
         p = trainer.predict_sg(xp.concatenate([hs[-1], cT], axis=1))
         if ends is not None:
-            p = p * to_device((~ends[-1]).astype(x.dtype)[:, None], xp)  # an episode that ended there: no SG
+            p = p * _carry(x, ends)  # an episode that ended there: no SG
         delta = p * (trainer.sg_scale / B * discount ** (K - 1))
         dhs[-1] += delta[:, :H]
         dcT = delta[:, H:]
     _, dh0, dc0, _ = trainer.lstm.backward(dhs, dcT, cache, input_grad=False)
     return xp.concatenate([dh0, dc0], axis=1) * float(B)
+
+
+def _carry(x, ends):
+    """(B, 1): 0 for rows whose episode ends at the window's last step (nothing crosses), or None."""
+    if ends is None:
+        return None
+    return to_device((~np.asarray(ends, bool)[-1]).astype(x.dtype)[:, None], get_xp(x))
+
+
+def _window_forward(trainer, state, window):
+    """One window from ``state``: ``(lstm cache, head cache, dlogits, s = [h_T; c_T] (B, 2H), carry (B, 1) or None)``."""
+    x, loss_grad, ends = window
+    T, B, _ = x.shape
+    ends = ends if trainer.reset == "episode" else None
+    (hs, cT), lstm_cache = trainer.lstm.forward(x, state, keep=_keep(x, ends))
+    logits, head_cache = trainer.head.forward(hs.reshape(T * B, trainer.hidden))
+    dlogits = loss_grad(logits.reshape(T, B, -1))[1]
+    s = get_xp(x).concatenate([hs[-1], cT], axis=1)
+    return lstm_cache, head_cache, dlogits, s, _carry(x, ends)
+
+
+def _window_backward(trainer, forward, inject):
+    """``B * d/d(start state)`` (B, 2H) of the window's loss plus ``<inject, s> / B`` (inject: per-example units)."""
+    lstm_cache, head_cache, dlogits, s, _ = forward
+    T, B = dlogits.shape[:2]
+    H = trainer.hidden
+    dflat, _ = trainer.head.backward(dlogits.reshape(T * B, -1), head_cache)
+    dhs = dflat.reshape(T, B, H)
+    dhs[-1] += inject[:, :H] * (1.0 / B)  # per-example units -> gradient of the batch-mean loss
+    _, dh0, dc0, _ = trainer.lstm.backward(dhs, inject[:, H:] * (1.0 / B), lstm_cache, input_grad=False)
+    return get_xp(s).concatenate([dh0, dc0], axis=1) * float(B)
+
+
+def lambda_return(trainer, state, windows: Sequence[Window], *, lam: float, discount: float, predict=None):
+    """``G^λ`` (B, 2H) truncated at ``K = len(windows)`` at the boundary whose carried state is ``state``.
+
+    Module docstring: one forward pass through the K windows with the trainer's current
+    parameters (the states at the K boundaries), then one backward pass. ``predict(j, s)``
+    -> (B, 2H) is M's prediction at boundary j = 1..K from ``s = [h_T; c_T]`` (default: the
+    trainer's M; a test passes an oracle). Windows as in :func:`future_gradient`.
+    """
+    predict = predict or (lambda j, s: trainer.predict_sg(s))
+    K = len(windows)
+    forwards, (h, c) = [], state
+    for window in windows:
+        f = _window_forward(trainer, (h, c), window)
+        forwards.append(f)
+        s, carry = f[3], f[4]
+        h, c = s[:, :trainer.hidden], s[:, trainer.hidden:]
+        if carry is not None:
+            h, c = h * carry, c * carry  # a row whose episode ended starts the next window from zero
+    ret = None
+    for j in reversed(range(K)):
+        s, carry = forwards[j][3], forwards[j][4]
+        if j == K - 1:
+            inject = predict(K, s) * discount  # the far end: γ p_K
+        else:
+            inject = ret * (discount * lam)  # the return from the next boundary crosses with weight γλ ...
+            if lam < 1.0:
+                inject += predict(j + 1, s) * (discount * (1.0 - lam))  # ... plus γ(1-λ) p_j
+        if carry is not None:
+            inject = inject * carry  # no credit across an episode end
+        ret = _window_backward(trainer, forwards[j], inject)
+    return ret
 
 
 def compare(p, g, keep=None) -> tuple[float, float]:

@@ -33,6 +33,33 @@ that window's own (scaled) synthetic gradient (bootstrapping). Because the
 future beyond the next window enters the target with the factor ``sg_scale``, M
 learns a discounted sum of future gradients, discount ``sg_scale`` per window.
 
+**Targets** (``sg_target=``, PAPER.md §3, Appendix A and Pemberton & Costa 2024):
+
+- ``"bootstrap"`` (default): the target above, ``G_1``: one window of true losses, then M.
+- ``"nstep"`` with ``sg_horizon=n``: ``G_n``, the true losses of the next n windows
+  (window j discounted by ``γ^(j-1)``, ``γ = sg_scale``) plus the SG after them,
+  backpropagated to ``s_k`` (:func:`minidni.dni.future.future_gradient` with the tail).
+  n = 1 is ``"bootstrap"``.
+- ``"lambda"`` with ``sg_horizon=K`` and ``sg_lambda=λ``: the λ-return
+  ``Σ_{n<K} (1-λ) λ^(n-1) G_n + λ^(K-1) G_K`` (:func:`minidni.dni.future.lambda_return`,
+  one backward pass). λ = 0 or K = 1 is ``"bootstrap"``, λ = 1 is ``"nstep"`` with n = K.
+
+A K-window target for ``s_k`` exists only once window k+K has run, so M's fit
+lags K windows behind its prediction. The trainer keeps a ring of the last K
+boundaries (``s``, the prediction, the reset mask) and of the windows after the
+oldest one (inputs, episode ends and a replayable loss: ``train_window``'s
+``replay``), and after window k+K's own backward recomputes the K windows
+from the carried ``s_k`` with the CURRENT core and M (like ``future_gradient``), so the
+cost per window is about K extra forward and backward passes of a window (one
+training window costs one). Chosen over the eligibility traces of Pemberton & Costa,
+which give the untruncated λ-return online but carry, per row, a trace of M's
+parameters for each of M's outputs (B · 2H · |θ_M| numbers, ~2 GB at H = 128,
+B = 32 for a linear M) updated through the (2H, 2H) Jacobian of each window. The
+targets are exact (for the current parameters), honour episode resets (no
+credit crosses an episode end) and reduce to ``"bootstrap"`` exactly where they
+should (the trainer then takes the bootstrap path: n = 1, K = 1 or λ = 0).
+The recomputation drops the aux loss, as M's bootstrapped target does by default.
+
 **Order of operations** (window k): forward from the carried state; predict
 ``p_k = M(s_k)``, ``s_k = [h_T; c_T]``; backward with the injected SG (and the aux
 loss); the gradient ``(dh0, dc0)`` at the window's first state is the target for
@@ -63,11 +90,14 @@ the aux loss and the core's gradient norm before clipping.
 from __future__ import annotations
 
 import math
+from collections import deque
+from functools import partial
 from typing import Any, Callable
 
 import numpy as np
 
 from minidni.backend import get_xp, to_device, to_numpy
+from minidni.dni.future import lambda_return
 from minidni.functional.losses import softmax_cross_entropy
 from minidni.functional.lstm import lstm_first_output_backward
 from minidni.layers.linear import Linear
@@ -77,9 +107,10 @@ from minidni.optim import FlatAdam, FlatSGD
 from minidni.tasks.copy import sequence_bits
 from minidni.workspace import Workspace
 
-__all__ = ["MODES", "RESETS", "DIAG_FIELDS", "RecurrentTrainer", "copy_loss", "char_loss"]
+__all__ = ["MODES", "RESETS", "SG_TARGETS", "DIAG_FIELDS", "RecurrentTrainer", "copy_loss", "char_loss"]
 
 MODES = ("bptt", "dni", "dni-aux")
+SG_TARGETS = ("bootstrap", "nstep", "lambda")  # M's regression target (module docstring: Targets)
 RESETS = ("episode", "never")
 OPTIMIZERS = ("adam", "sgd")
 # one (len(DIAG_FIELDS),) vector per window; sg_* are 0 and has_target 0 without a target
@@ -87,7 +118,7 @@ DIAG_FIELDS = ("loss", "sg_norm", "target_norm", "sg_dot", "cell_rms", "aux_loss
 QUANTITY = {
     "loss": "the training loss",
     "sg_norm": "the synthetic gradient's norm",
-    "target_norm": "the norm of the synthetic gradient's bootstrapped target",
+    "target_norm": "the norm of the synthetic gradient's regression target",
     "sg_dot": "the synthetic gradient's dot product with its target",
     "cell_rms": "the LSTM cell state's RMS",
     "aux_loss": "the auxiliary loss",
@@ -122,6 +153,9 @@ def char_loss(logits, labels):
     return mean * T, dflat.reshape(T, B, V) * T  # mean over T*B -> sum over T of the batch means
 
 
+LOSSES = {"copy_loss": copy_loss, "char_loss": char_loss}  # the losses a checkpointed ring can replay
+
+
 def _check_choice(name: str, value: str, choices: tuple) -> str:
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not one of {', '.join(choices)}")
@@ -133,6 +167,79 @@ def _check_nonneg(name: str, value) -> float:
     if not (value >= 0.0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
     return value
+
+
+def _loss_parts(replay) -> tuple[str, dict]:
+    """``(name in LOSSES, keyword arrays)`` of a replayable loss, for a checkpoint (ValueError otherwise)."""
+    if isinstance(replay, partial) and not replay.args and replay.func in LOSSES.values():
+        return next(k for k, f in LOSSES.items() if f is replay.func), dict(replay.keywords)
+    raise ValueError(f"cannot checkpoint the target ring: a window's replay is {replay!r}; pass "
+                     "replay=functools.partial(copy_loss or char_loss, name=array, ...) to train_window")
+
+
+class TargetRing:
+    """What an nstep/lambda target waits for: the last boundaries and the windows after the oldest one.
+
+    ``boundaries``: ``(s (B, 2H), p (B, 2H), keep (B, 1) or None)`` oldest first (``s`` the
+    uncarried ``[h_T; c_T]``, ``p`` M's masked prediction then, for the diagnostics);
+    ``windows``: ``(x (T, B, D), replay, episode_end (T, B) host bool or None)`` after
+    ``boundaries[0]``, with ``replay(logits) -> (loss, dlogits, ...)``. Between windows
+    ``len(windows) == len(boundaries) - 1 < horizon``.
+    """
+
+    def __init__(self, horizon: int):
+        self.horizon = horizon
+        self.boundaries: deque = deque()
+        self.windows: deque = deque()
+
+    def push_window(self, window) -> None:
+        if self.boundaries:  # (the first window after a reset follows no boundary: nothing waits for it)
+            self.windows.append(window)
+
+    def pop_due(self):
+        """``(oldest boundary, the horizon windows after it)`` once they are all here (both dropped), else None."""
+        if len(self.windows) < self.horizon:
+            return None
+        due = self.boundaries.popleft(), list(self.windows)
+        self.windows.popleft()
+        return due
+
+    def clear(self) -> None:
+        self.boundaries.clear()
+        self.windows.clear()
+
+    def state_dict(self) -> tuple[dict, dict]:
+        """``(arrays, meta)``: ``ring.b{i}.*`` and ``ring.w{i}.*`` arrays, and which parts exist."""
+        arrays, windows = {}, []
+        for i, (s, p, keep) in enumerate(self.boundaries):
+            arrays.update({f"ring.b{i}.s": s, f"ring.b{i}.p": p})
+            if keep is not None:
+                arrays[f"ring.b{i}.keep"] = keep
+        for i, (x, replay, ends) in enumerate(self.windows):
+            name, keywords = _loss_parts(replay)
+            arrays[f"ring.w{i}.x"] = x
+            if ends is not None:
+                arrays[f"ring.w{i}.ends"] = ends
+            arrays.update({f"ring.w{i}.loss.{k}": v for k, v in keywords.items()})
+            windows.append({"loss": name, "keywords": sorted(keywords)})
+        return arrays, {"boundaries": len(self.boundaries), "windows": windows}
+
+    def load_state_dict(self, arrays: dict, meta: dict, xp, dtype) -> None:
+        """Restore :meth:`state_dict` onto ``xp``; floats as ``dtype``, loss keywords as saved, ends on the host."""
+        def get(key, cast=True):
+            if key not in arrays:
+                return None
+            v = to_device(arrays[key], xp)
+            return v.astype(dtype, copy=False) if cast else v
+
+        self.clear()
+        for i in range(meta["boundaries"]):
+            self.boundaries.append((get(f"ring.b{i}.s"), get(f"ring.b{i}.p"), get(f"ring.b{i}.keep")))
+        for i, w in enumerate(meta["windows"]):
+            keywords = {k: get(f"ring.w{i}.loss.{k}", cast=False) for k in w["keywords"]}
+            ends = arrays.get(f"ring.w{i}.ends")
+            self.windows.append((get(f"ring.w{i}.x"), partial(LOSSES[w["loss"]], **keywords),
+                                 None if ends is None else np.asarray(ends, bool)))
 
 
 class RecurrentTrainer:
@@ -149,6 +256,9 @@ class RecurrentTrainer:
         aux_weight: λ of the dni-aux loss (ignored by the other modes).
         aux_in_target: dni-aux only: let the aux loss's gradient into M's target (the behaviour
             before the fix; off by default, module docstring).
+        sg_target: ``"bootstrap"``, ``"nstep"`` or ``"lambda"`` (module docstring: Targets).
+        sg_horizon: the windows an nstep/lambda target looks ahead (n, or the truncation K), >= 1.
+        sg_lambda: λ in [0, 1] of the lambda target.
         clip: max global norm of the core's gradients per window; 0 disables clipping.
         reset: ``"episode"`` (zero a row's state after its episode ends) or ``"never"``.
         optimizer: ``"adam"`` or ``"sgd"`` (plain, used by the exactness tests), for the
@@ -160,8 +270,17 @@ class RecurrentTrainer:
     def __init__(self, input_dim: int, output_dim: int, hidden: int, *, mode: str = "dni", lr: float = 1e-3,
                  sg_lr: float | None = None, sg_scale: float = 0.1, aux_weight: float = 0.1, clip: float = 1.0,
                  reset: str = "episode", optimizer: str = "adam", rng: np.random.Generator, dtype=np.float32,
-                 aux_in_target: bool = False):
+                 aux_in_target: bool = False, sg_target: str = "bootstrap", sg_horizon: int = 1,
+                 sg_lambda: float = 0.5):
         self.mode = _check_choice("mode", mode, MODES)
+        self.sg_target = _check_choice("sg_target", sg_target, SG_TARGETS)
+        if isinstance(sg_horizon, bool) or not isinstance(sg_horizon, (int, np.integer)) or sg_horizon < 1:
+            raise ValueError(f"sg_horizon must be an integer >= 1 (windows), got {sg_horizon!r}")
+        if not 0.0 <= float(sg_lambda) <= 1.0:
+            raise ValueError(f"sg_lambda must be in [0, 1], got {sg_lambda!r}")
+        if sg_target != "bootstrap" and (mode == "bptt" or aux_in_target):
+            raise ValueError(f"sg_target={sg_target!r} needs mode dni or dni-aux without aux_in_target")
+        self.sg_horizon, self.sg_lambda = int(sg_horizon), float(sg_lambda) if sg_target == "lambda" else 1.0
         self.reset = _check_choice("reset", reset, RESETS)
         _check_choice("optimizer", optimizer, OPTIMIZERS)
         self.sg_scale = _check_nonneg("sg_scale", sg_scale)
@@ -185,6 +304,8 @@ class RecurrentTrainer:
             self.sg_opt = opt(self.sg_flat, lr=lr / 10 if sg_lr is None else sg_lr)
         self.state = None      # (h, c) carried into the next window, or None (zeros)
         self.pending = None    # (s, p, keep) of the last window's SG input, awaiting its target
+        bootstrap = sg_target == "bootstrap" or self.sg_horizon == 1 or self.sg_lambda == 0.0
+        self.ring = None if bootstrap else TargetRing(self.sg_horizon)  # nstep/lambda: the windows a target waits for
         self.step = 0          # windows trained
         self._workspaces = (Workspace(), Workspace())  # used on alternate windows
         self._diag = None      # (capacity, len(DIAG_FIELDS)) device ring of per-window diagnostics ...
@@ -196,8 +317,10 @@ class RecurrentTrainer:
         return s @ self.sg.params["W"] + self.sg.params["b"]
 
     def reset_state(self) -> None:
-        """Zero every row's state and forget the pending SG input (its target will not come)."""
+        """Zero every row's state and forget the pending SG inputs (their targets will not come)."""
         self.state, self.pending = None, None
+        if self.ring is not None:
+            self.ring.clear()
 
     def _keep(self, x, ends):
         """(T, B) keep mask for :func:`minidni.functional.lstm_forward`, or None without resets.
@@ -235,12 +358,16 @@ class RecurrentTrainer:
         return logits.reshape(T, B, -1), (h.copy(), c.copy())
 
     # -- one window ------------------------------------------------------------------------
-    def train_window(self, x, loss_grad: Callable[[Any], tuple], episode_end=None):
+    def train_window(self, x, loss_grad: Callable[[Any], tuple], episode_end=None, *, replay=None):
         """Train on one window; returns the loss (0-d device array).
 
         x (T, B, D) on the parameters' backend; ``loss_grad(logits (T, B, C)) -> (loss,
         dlogits, ...)`` (extra return values are ignored); ``episode_end`` (T, B) host
         bool array or None (no resets; required for ``reset="episode"`` to reset).
+        ``replay``: the same loss as a function without side effects, for the nstep/lambda
+        targets, which evaluate it again in later windows (default: ``loss_grad`` itself);
+        a checkpoint needs ``functools.partial(copy_loss or char_loss, **arrays)``. Those
+        targets keep references to ``x``, ``episode_end`` and ``replay`` for K windows.
 
         The LSTM's activations and gradients, the SG input and the carried state
         come from one of two workspaces used on alternate windows (so nothing large
@@ -284,13 +411,16 @@ class RecurrentTrainer:
             grads.update({f"aux.{k}": v for k, v in aux_grads.items()})
         lstm_out = {k: self.core.grads[f"lstm.{k}"] for k in self.lstm.params}
         _, dh0, dc0, _ = self.lstm.backward(dhs, dcT, lstm_cache, input_grad=False, out=lstm_out)
-        if self.mode == "dni-aux" and not self.aux_in_target and self.pending is not None:
+        if self.mode == "dni-aux" and not self.aux_in_target and self.pending is not None and self.ring is None:
             aux_h, aux_c = lstm_first_output_backward(dh_aux, lstm_cache)
             dh0 -= aux_h  # M's target: the task and SG gradient, without the aux loss's share
             dc0 -= aux_c
         row = self._diag_row(xp, dtype)
         row[0] = loss
-        if self.pending is not None:
+        if self.ring is not None:  # nstep/lambda: s leaves the workspace for the ring (K windows)
+            s = s.copy()
+            self._fit_from_ring(xp, (x, replay or loss_grad, ends), (s, p, keep_last), B, row)
+        elif self.pending is not None:
             self._fit_sg(xp, dh0, dc0, B, ws, row)
         else:
             row[1:4], row[7] = 0.0, 0.0  # no target this window
@@ -323,13 +453,36 @@ class RecurrentTrainer:
         return out
 
     def _fit_sg(self, xp, dh0, dc0, B, ws, row):
-        """One step of M toward the bootstrapped target of the pending window.
-
-        Writes the diagnostics into ``row[1:4]`` (|p|, |target|, <p, target> over the
-        rows with a target) and ``row[7]`` (1: this window had a target).
-        """
-        s, p, keep = self.pending
+        """One step of M toward the bootstrapped target of the pending window (diagnostics: :meth:`_regress`)."""
+        s = self.pending[0]
         target = self.bootstrap_target(dh0, dc0, B, out=ws.array(xp, "sg_target", s.shape, s.dtype))
+        self._regress(xp, self.pending, target, B, row)
+
+    def _fit_from_ring(self, xp, window, boundary, B, row):
+        """nstep/lambda: queue this window and boundary; fit M at the oldest boundary once K windows follow it.
+
+        The target is recomputed from the oldest boundary's carried state with the current
+        parameters, before this window's updates (the same parameters as its own pass).
+        """
+        self.ring.push_window(window)
+        due = self.ring.pop_due()
+        if due is None:
+            row[1:4], row[7] = 0.0, 0.0  # no target yet
+        else:
+            (s, p, keep), windows = due
+            H = self.hidden
+            h, c = (s[:, :H], s[:, H:]) if keep is None else (s[:, :H] * keep, s[:, H:] * keep)
+            target = lambda_return(self, (h, c), windows, lam=self.sg_lambda, discount=self.sg_scale)
+            self._regress(xp, (s, p, keep), target, B, row)
+        self.ring.boundaries.append(boundary)
+
+    def _regress(self, xp, boundary, target, B, row):
+        """One step of M on ``0.5 |M(s) - target|^2`` (mean over rows) at ``boundary = (s, p, keep)``.
+
+        ``target`` (B, 2H) is overwritten. Writes the diagnostics into ``row[1:4]`` (|p|,
+        |target|, <p, target> over the rows with a target) and ``row[7]`` (1: a target).
+        """
+        s, p, keep = boundary
         pred, cache = self.sg.forward(s)  # recomputed with M's current weights (they moved since p)
         err = pred
         err -= target
@@ -390,7 +543,8 @@ class RecurrentTrainer:
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
         """``(arrays, meta)``: host arrays (params, optimiser moments, state, pending SG input,
-        uncollected diagnostics) and plain values (step counters, which optional parts exist)."""
+        the nstep/lambda ring, uncollected diagnostics) and plain values (step counters, which
+        optional parts exist)."""
         arrays = {f"param.{k}": v for k, v in self.core_params.items()}
         optimisers = {"opt": self.opt, **({"sg_opt": self.sg_opt} if self.uses_sg else {})}
         if self.uses_sg:
@@ -408,15 +562,19 @@ class RecurrentTrainer:
                 arrays["pending.keep"] = keep
         if self._diag_count:
             arrays["diag"] = self._diag[:self._diag_count]
-        meta = {"step": self.step, "mode": self.mode, "hidden": self.hidden,
+        meta = {"step": self.step, "mode": self.mode, "hidden": self.hidden, "sg_target": self.sg_target,
                 "opt_t": getattr(self.opt, "t", 0), "sg_opt_t": getattr(self.sg_opt, "t", 0) if self.uses_sg else 0}
+        if self.ring is not None:
+            ring_arrays, meta["ring"] = self.ring.state_dict()
+            arrays.update(ring_arrays)
         return {k: np.array(to_numpy(v)) for k, v in arrays.items()}, meta
 
     def load_state_dict(self, arrays: dict, meta: dict) -> None:
         """Resume from :meth:`state_dict` (arrays copied in place onto this trainer's backend)."""
-        if (meta["mode"], meta["hidden"]) != (self.mode, self.hidden):
-            raise ValueError(f"checkpoint is for mode {meta['mode']} with hidden {meta['hidden']}, "
-                             f"this trainer is {self.mode} with hidden {self.hidden}")
+        saved = (meta["mode"], meta["hidden"], meta.get("sg_target", "bootstrap"))
+        if saved != (self.mode, self.hidden, self.sg_target):
+            raise ValueError(f"checkpoint is for mode {saved[0]} with hidden {saved[1]} and sg_target {saved[2]}, "
+                             f"this trainer is {self.mode} with hidden {self.hidden} and sg_target {self.sg_target}")
         xp = get_xp(self.lstm.params["Wh"])
         dtype = self.lstm.params["Wh"].dtype
 
@@ -439,6 +597,10 @@ class RecurrentTrainer:
 
         self.state = (get("state.h"), get("state.c")) if "state.h" in arrays else None
         self.pending = (get("pending.s"), get("pending.p"), get("pending.keep")) if "pending.s" in arrays else None
+        if self.ring is not None:
+            self.ring.load_state_dict(arrays, meta.get("ring", {"boundaries": 0, "windows": []}), xp, dtype)
+            if self.ring.boundaries:
+                self.pending = self.ring.boundaries[-1]  # one object, as in training
         self._diag_count = 0
         for values in (get("diag") if "diag" in arrays else []):
             self._diag_row(xp, dtype)[...] = values

@@ -42,6 +42,12 @@ saw (H=256, longer runs) did not appear in 6000 windows at H=64 with clipping;
 gives each episode's output the same start, and a window that ends an episode
 gets no SG (it has no future).
 
+**SG targets** (``--sg-target``, :mod:`minidni.dni.recurrent`): ``bootstrap`` (the
+paper's one-window target), ``nstep --sg-horizon n`` (the true losses of n windows
+and the SG after them) or ``lambda --sg-horizon K --sg-lambda λ`` (the λ-return over
+K windows). Both of the latter recompute K windows per window (about K+1 times the
+time of a bootstrap window) and keep those windows in the checkpoint.
+
 Writes into ``--out`` (per mode in ``--out/<mode>`` with ``--compare``):
 ``summary.json`` (result, steps, wall_seconds, steps_per_second, backend, every
 option, the logs and SG diagnostics, warnings), ``copy_curriculum.png`` (or
@@ -72,9 +78,10 @@ import numpy as np
 
 from minidni import backend
 from minidni.cli import TrainingDiverged, UsageError, add_common_args, check_memory, make_parser as _make_parser
-from minidni.cli import nonnegative_float, nonnegative_int, positive_float, positive_int, prepare_out_dir, run_command
+from minidni.cli import nonnegative_float, nonnegative_int, positive_float, positive_int, prepare_out_dir, probability
+from minidni.cli import run_command
 from minidni.dni.future import compare, future_gradient
-from minidni.dni.recurrent import MODES, QUANTITY, RESETS, RecurrentTrainer, char_loss, copy_loss
+from minidni.dni.recurrent import MODES, QUANTITY, RESETS, SG_TARGETS, RecurrentTrainer, char_loss, copy_loss
 from minidni.io import CheckpointError, load_checkpoint, save_checkpoint, save_figure, write_json
 from minidni.tasks import BPCMeter, CharStream, CopyTaskStream, Curriculum, EpisodeScorer, one_hot
 from minidni.tasks.copy import IN_CHANNELS, OUT_CHANNELS
@@ -85,6 +92,8 @@ __all__ = ["main_copy", "main_repeat_copy", "main_ptb", "make_parser", "memory_n
 CHECKPOINT = "checkpoint.npz"
 PHASES = ("staggered", "aligned")
 PTB_VOCAB = 50  # characters in PTB (an upper bound for the memory estimate before the data is read)
+DEFAULT_HORIZON = 3   # --sg-horizon of nstep/lambda targets when not given
+DEFAULT_LAMBDA = 0.5  # --sg-lambda of the lambda target when not given
 
 DRIFT_RATIO = 10.0   # warn when the SG is this many times larger than its target ...
 DRIFT_LOGS = 3       # ... for this many consecutive logs
@@ -116,6 +125,14 @@ def make_parser(task: str) -> argparse.ArgumentParser:
     p.add_argument("--aux-in-target", action="store_true",
                    help="dni-aux: let the aux loss's gradient into M's bootstrapped target (the old behaviour, "
                         "for comparison; by default M regresses on the task and SG gradient only)")
+    p.add_argument("--sg-target", choices=SG_TARGETS, default="bootstrap",
+                   help="M's regression target: bootstrap (the next window's losses and SG), nstep (the next "
+                        "--sg-horizon windows' losses and the SG after them) or lambda (the λ-return over "
+                        "--sg-horizon windows); nstep and lambda cost about K extra windows per window")
+    p.add_argument("--sg-horizon", type=positive_int, default=None,
+                   help=f"windows an nstep/lambda target looks ahead (default {DEFAULT_HORIZON})")
+    p.add_argument("--sg-lambda", type=probability, default=None,
+                   help=f"λ of the lambda target: 0 = bootstrap, 1 = nstep (default {DEFAULT_LAMBDA})")
     p.add_argument("--reset-state", choices=RESETS, default="episode",
                    help="zero a row's LSTM state when its episode ends, or never (ptb: only at a new pass); "
                         "never: same lengths at the defaults but a 2-3x larger cell state (module docstring)")
@@ -160,13 +177,41 @@ def memory_needed(task: str, args: argparse.Namespace) -> int:
     H, B, T = args.hidden, args.batch, args.T
     params = 4 * H * (D + H + 1) + O * (H + 1) + 2 * (2 * H * 2 * H + 2 * H)  # LSTM, head, SG and aux head
     window = T * B * (16 * H + D + O)  # gates, h, c and their gradients; inputs; logits
-    return 4 * (4 * params + 3 * window)
+    replayed = sg_horizon(args) if args.sg_target != "bootstrap" else 0  # nstep/lambda: K windows recomputed
+    return 4 * (4 * params + (3 + replayed) * window)
+
+
+def sg_horizon(args: argparse.Namespace) -> int:
+    """The horizon of an nstep/lambda target: ``--sg-horizon``, or its default."""
+    return DEFAULT_HORIZON if args.sg_horizon is None else args.sg_horizon
+
+
+def sg_lambda(args: argparse.Namespace) -> float:
+    """λ of the lambda target: ``--sg-lambda``, or its default."""
+    return DEFAULT_LAMBDA if args.sg_lambda is None else args.sg_lambda
+
+
+def _check_targets(args: argparse.Namespace) -> None:
+    """One line for SG-target options that do not fit together."""
+    target = args.sg_target
+    if target != "bootstrap" and args.mode == "bptt":
+        raise UsageError(f"--sg-target {target} needs --mode dni or dni-aux (bptt has no synthetic gradient)")
+    if target == "bootstrap" and (args.sg_horizon is not None or args.sg_lambda is not None):
+        given = "--sg-horizon" if args.sg_horizon is not None else "--sg-lambda"
+        raise UsageError(f"{given} needs --sg-target nstep or lambda (bootstrap looks one window ahead)")
+    if target == "nstep" and args.sg_lambda is not None:
+        raise UsageError(f"--sg-lambda {args.sg_lambda} needs --sg-target lambda (nstep is λ = 1)")
+    if target != "bootstrap" and args.aux_in_target:
+        raise UsageError(f"--aux-in-target needs --sg-target bootstrap (the {target} target leaves the aux loss out)")
 
 
 def check_before_work(task: str, args: argparse.Namespace) -> None:
-    """Checks that need no data and write nothing: the run fits in memory (one line saying how much it needs)."""
-    check_memory(memory_needed(task, args), f"--hidden {args.hidden} --batch {args.batch} --T {args.T}",
-                 "use a smaller --hidden, --batch or --T")
+    """Checks that need no data and write nothing: options that fit together, and the run fits in memory
+    (one line saying how much it needs)."""
+    _check_targets(args)
+    check_memory(memory_needed(task, args), f"--hidden {args.hidden} --batch {args.batch} --T {args.T}"
+                 + (f" --sg-horizon {sg_horizon(args)}" if args.sg_target != "bootstrap" else ""),
+                 "use a smaller --hidden, --batch, --T or --sg-horizon")
 
 
 def _check_ptb_T(args: argparse.Namespace, data) -> None:
@@ -204,12 +249,19 @@ class _Run:
         self.trainer = RecurrentTrainer(*dims, args.hidden, mode=mode, lr=args.lr, sg_lr=sg_lr,
                                         sg_scale=args.sg_scale, aux_weight=args.aux_weight, clip=args.clip,
                                         reset=args.reset_state, rng=np.random.default_rng(args.seed),
-                                        aux_in_target=args.aux_in_target)
+                                        aux_in_target=args.aux_in_target, **self._targets(args, mode))
         self.logs: list[dict] = []
         self.warnings: list[str] = []
         self.drift = 0
         self.train_seconds = 0.0
         self.stopped_early = False
+
+    @staticmethod
+    def _targets(args: argparse.Namespace, mode: str) -> dict:
+        """The trainer's SG-target arguments (a --compare bptt twin has no SG, so no target)."""
+        if mode == "bptt" or args.sg_target == "bootstrap":
+            return {}
+        return {"sg_target": args.sg_target, "sg_horizon": sg_horizon(args), "sg_lambda": sg_lambda(args)}
 
     # -- checkpoint ------------------------------------------------------------------------
     def _options(self) -> dict:
@@ -269,14 +321,15 @@ class _Run:
                 loss, dlogits, out["bits"] = copy_loss(logits, target, mask)
                 return loss, dlogits
 
-            tr.train_window(backend.to_device(w.x, xp), loss_grad, episode_end=w.episode_end)
+            tr.train_window(backend.to_device(w.x, xp), loss_grad, episode_end=w.episode_end,
+                            replay=partial(copy_loss, target=target, mask=mask))  # (nstep/lambda replay it)
             self.scorer.add(out["bits"], w.episode_end, w.level)  # on the device: scored at log time
         else:
             w = self.stream.next_window(self.args.T)
             if w.first:
                 tr.reset_state()
-            labels = backend.to_device(w.y, xp)
-            tr.train_window(one_hot(w.x, self.vocab, xp=xp), lambda logits: char_loss(logits, labels))
+            loss_grad = partial(char_loss, labels=backend.to_device(w.y, xp))
+            tr.train_window(one_hot(w.x, self.vocab, xp=xp), loss_grad, replay=loss_grad)
 
     def score_episodes(self) -> None:
         """Copy: hand the episodes completed since the last log to the curriculum (one host copy).
@@ -483,7 +536,13 @@ def _plt():
 
 
 def _label(s: dict) -> str:
-    return f"{s['mode']} T={s['T']}"
+    o = s.get("options", {})
+    target = o.get("sg_target", "bootstrap")
+    if s["mode"] == "bptt" or target == "bootstrap":
+        return f"{s['mode']} T={s['T']}"
+    K = o["sg_horizon"] or DEFAULT_HORIZON
+    lam = f", λ={DEFAULT_LAMBDA if o['sg_lambda'] is None else o['sg_lambda']:g}" if target == "lambda" else ""
+    return f"{s['mode']} T={s['T']} {target} K={K}{lam}"
 
 
 def _thousands(ax) -> None:
