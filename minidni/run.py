@@ -6,6 +6,7 @@ Tasks:
     mnist, cifar10           feed-forward DNI / cDNI (Table 1); --workers K runs on Ray
     table1                   the Table 1 MNIST FCN rows
     multinet                 two LSTMs at two clock rates joined by a DNI (locked | dni | none)
+    bp-lambda                SG targets mixing backpropagated and predicted credit: Copy and MNIST (BP(λ))
 Run ``python -m minidni.run TASK --help`` for each task's options.
 """
 
@@ -25,6 +26,7 @@ TASKS = {
     "cifar10": "minidni.experiments.feedforward:main_cifar10",
     "table1": "minidni.experiments.table1:main",
     "multinet": "minidni.experiments.multinet:main",
+    "bp-lambda": "minidni.experiments.bp_lambda:main",
 }
 
 

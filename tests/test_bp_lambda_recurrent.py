@@ -242,6 +242,7 @@ def test_resume_with_a_ring_gives_the_uninterrupted_result(tmp_path, target):
     assert _cli(part, *target, "--sg-truth-windows", "2", "--resume") == 0
     (a, meta_a), (b, meta_b) = load_checkpoint(full / "checkpoint.npz"), load_checkpoint(part / "checkpoint.npz")
     assert a.keys() == b.keys() and any(k.startswith("ring.w") for k in a)
+    assert meta_a["trainer"] == meta_b["trainer"] and meta_a["stream"] == meta_b["stream"]
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     s = json.loads((full / "summary.json").read_text())

@@ -53,7 +53,7 @@ from minidni.dni.feedforward import METHODS, SG_TARGETS, build_trainer, error_pe
 from minidni.io import CheckpointError, load_checkpoint, save_checkpoint, save_figure, write_json
 from minidni.optim import StepDecay
 
-__all__ = ["Dataset", "main_mnist", "main_cifar10", "make_parser", "load_dataset", "run"]
+__all__ = ["Dataset", "main_mnist", "main_cifar10", "make_parser", "check_options", "load_dataset", "run"]
 
 DATASETS = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 DRIFT_RATIO = 10.0  # warn when a synthetic gradient is this many times larger than the true one
@@ -120,7 +120,7 @@ def make_parser(dataset: str) -> argparse.ArgumentParser:
     return p
 
 
-def _check_options(args: argparse.Namespace) -> None:
+def check_options(args: argparse.Namespace) -> None:
     """Cross-option checks argparse cannot express; raise UsageError naming the option."""
     if args.unlock and args.method not in ("dni", "cdni"):
         raise UsageError(f"--unlock forward needs --method dni or cdni, got --method {args.method}")
@@ -212,7 +212,7 @@ def run(args: argparse.Namespace, data: Dataset, *, dataset: str = "mnist") -> d
     """Train as ``args`` say on ``data``; write summary.json and figures into ``args.out``; return the summary."""
     from tqdm import tqdm  # noqa: PLC0415  (only the command line shows a bar)
 
-    _check_options(args)
+    check_options(args)
     check_fits(args, dataset)
     xp = backend.set_backend(args.backend)
     image_shape = DATASETS[dataset]
@@ -434,7 +434,7 @@ def _main(dataset: str, argv: Sequence[str] | None, load: Callable[[Path | None]
         return int(exc.code or 0)
 
     def body() -> int:
-        _check_options(args)
+        check_options(args)
         check_fits(args, dataset)
         check_before_loading(args)  # Ray missing or pipeline-only options: one line before the data loads
         data = (load or LOADERS[dataset])(args.data_dir)

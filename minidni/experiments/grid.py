@@ -27,9 +27,12 @@ a result like any other (its return code and last error line): the others go on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import io
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -41,8 +44,8 @@ from pathlib import Path
 
 from minidni.cli import UsageError, positive_float, positive_int
 
-__all__ = ["EXECUTORS", "Cell", "CellResult", "add_grid_args", "check_distinct", "choose_executor", "read_summary",
-           "run_cells"]
+__all__ = ["EXECUTORS", "Cell", "CellResult", "add_grid_args", "check_distinct", "check_extra", "choose_executor",
+           "finished_summary", "parse_cell_options", "plain_name", "read_summary", "run_cells"]
 
 EXECUTORS = ("auto", "inline", "processes", "ray")
 ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -85,6 +88,57 @@ def check_distinct(args: argparse.Namespace, names: Sequence[str]) -> None:
         if repeated:
             raise UsageError(f"--{name.replace('_', '-')} lists {', '.join(map(str, repeated))} more than once "
                              "(accepted: distinct values; a repeated cell would run twice in one folder)")
+
+
+def plain_name(text: str) -> str:
+    """An argparse type for ``--name``: a file name without folders or a leading dot."""
+    if not text or "/" in text or text.startswith("."):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a plain file name (no folder, no leading dot)")
+    return text
+
+
+def check_extra(extra: str, known: set[str], grid_set: Sequence[str], example: str) -> list[str]:
+    """The words of ``--extra``; UsageError if it is no command line or sets (or abbreviates) an option in
+    ``grid_set``, which the grid sets for every run itself. ``known``: the runs' option strings."""
+    try:
+        words = shlex.split(extra)
+    except ValueError as exc:
+        raise UsageError(f"--extra {extra!r} is not a valid command line ({exc})") from None
+    for word in words:
+        name = word.split("=", 1)[0]
+        if not name.startswith("--"):
+            continue
+        targets = [name] if name in known else [o for o in known if o.startswith(name)]  # argparse abbreviations
+        clash = sorted(set(targets) & set(grid_set))
+        if clash:
+            raise UsageError(f"--extra may not set {clash[0]} (the grid sets it for every run: use the grid's own "
+                             f"option); accepted in --extra: the other options of the task, e.g. {example}")
+    return words
+
+
+def parse_cell_options(parser: argparse.ArgumentParser, argv: Sequence[str], what: str,
+                       run_only: Sequence[str]) -> tuple[argparse.Namespace, dict]:
+    """``(namespace, options)`` of a cell's command line as its own ``parser`` reads it; ``options`` as its
+    summary.json stores them, less ``run_only``. UsageError naming ``what`` (one line) when it is rejected."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            ns = parser.parse_args(list(argv))
+    except SystemExit:
+        lines = err.getvalue().strip().splitlines() or ["rejected"]
+        raise UsageError(f"the {what} runs would reject their options: {lines[-1]}") from None
+    return ns, {k: str(v) if isinstance(v, Path) else v for k, v in vars(ns).items() if k not in run_only}
+
+
+def finished_summary(out: Path, options: dict, steps: int) -> dict | None:
+    """The summary.json in ``out`` if its run finished (all ``steps``, or stopped early) with these options
+    and did not diverge, else None."""
+    s = read_summary(out / "summary.json")
+    if not s:
+        return None
+    done = s.get("steps") == steps or s.get("stopped_early")
+    same = {k: s.get("options", {}).get(k) for k in options} == options
+    return s if done and same and not s.get("diverged") else None
 
 
 def read_summary(path: Path) -> dict:

@@ -32,8 +32,6 @@ not the absolute lengths.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import math
 import os
 import shlex
@@ -47,8 +45,8 @@ from minidni.cli import UsageError, make_parser, output_path, positive_float, po
 from minidni.cli import run_command, seed_int
 from minidni.dni.recurrent import MODES
 from minidni.experiments import recurrent
-from minidni.experiments.grid import Cell, CellResult, add_grid_args, check_distinct, choose_executor, read_summary
-from minidni.experiments.grid import run_cells
+from minidni.experiments.grid import Cell, CellResult, add_grid_args, check_distinct, check_extra, choose_executor
+from minidni.experiments.grid import finished_summary, parse_cell_options, plain_name, read_summary, run_cells
 from minidni.io import portable_paths, save_figure, write_json, write_text
 
 PROG = "python -m minidni.run table2"
@@ -72,12 +70,6 @@ COLORS = {"bptt": "tab:blue", "dni": "tab:orange", "dni-aux": "tab:green"}
 OFFSET = {"bptt": -0.06, "dni": 0.0, "dni-aux": 0.06}
 
 
-def _name(text: str) -> str:
-    if not text or "/" in text or text.startswith("."):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a plain file name (no folder, no leading dot)")
-    return text
-
-
 def _parser() -> argparse.ArgumentParser:
     p = make_parser(PROG, "Run the Table 2 grid (task x mode x T x seeds) at a stated budget and tabulate it.")
     p.add_argument("--tasks", nargs="+", choices=TASKS, default=["copy", "repeat-copy"], help="tasks (rows)")
@@ -93,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="reuse finished cells, continue interrupted ones")
     p.add_argument("--out", type=output_path, default=Path("runs/table2"), help="folder of the individual runs")
     p.add_argument("--figures", type=output_path, default=Path("figures"), help="folder for NAME.md/.json/.png")
-    p.add_argument("--name", type=_name, default="table2", help="file name (no suffix) of the table and figure")
+    p.add_argument("--name", type=plain_name, default="table2", help="file name (no suffix) of the table and figure")
     p.add_argument("--data-dir", type=Path, default=None, help="data folder (PTB)")
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
     return p
@@ -102,20 +94,8 @@ def _parser() -> argparse.ArgumentParser:
 def _check_grid(args) -> None:
     """One line for a grid that would silently be something else: repeats, or --extra setting grid options."""
     check_distinct(args, ("tasks", "modes", "T", "seeds"))
-    try:
-        words = shlex.split(args.extra)
-    except ValueError as exc:
-        raise UsageError(f"--extra {args.extra!r} is not a valid command line ({exc})") from None
     known = {o for task in args.tasks for o in recurrent.make_parser(task)._option_string_actions}
-    for word in words:
-        name = word.split("=", 1)[0]
-        if not name.startswith("--"):
-            continue
-        targets = [name] if name in known else [o for o in known if o.startswith(name)]  # argparse abbreviations
-        clash = sorted(set(targets) & set(GRID_SET))
-        if clash:
-            raise UsageError(f"--extra may not set {clash[0]} (the grid sets it for every run: use the grid's own "
-                             f"option); accepted in --extra: the other options of the task, e.g. --sg-lr 1e-3")
+    check_extra(args.extra, known, GRID_SET, "--sg-lr 1e-3")
 
 
 def _cells(args) -> list[dict]:
@@ -145,25 +125,15 @@ def _cell_options(args, cell: dict) -> dict:
 
     Raises UsageError (one line) when the task's parser rejects them, e.g. a bad ``--extra``.
     """
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            ns = recurrent.make_parser(cell["task"]).parse_args([*_argv(args, cell)[1:], "--out", str(cell["out"])])
-    except SystemExit:
-        lines = err.getvalue().strip().splitlines() or ["rejected"]
-        raise UsageError(f"the {cell['task']} runs would reject their options: {lines[-1]}") from None
+    ns, options = parse_cell_options(recurrent.make_parser(cell["task"]),
+                                     [*_argv(args, cell)[1:], "--out", str(cell["out"])], cell["task"], _RUN_ONLY)
     recurrent.check_before_work(cell["task"], ns)
-    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(ns).items() if k not in _RUN_ONLY}
+    return options
 
 
 def _finished(cell: dict, options: dict, steps: int) -> dict | None:
     """The cell's summary if it finished (all ``steps``, or stopped early) with these options, else None."""
-    s = read_summary(cell["out"] / "summary.json")
-    if not s:
-        return None
-    done = s.get("steps") == steps or s.get("stopped_early")
-    same = {k: s.get("options", {}).get(k) for k in options} == options
-    return s if done and same and not s.get("diverged") else None
+    return finished_summary(cell["out"], options, steps)
 
 
 def _reused(args, cell: dict) -> dict | None:
