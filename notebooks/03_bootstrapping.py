@@ -27,8 +27,10 @@
 # 3. write one window of recurrent DNI **from scratch** (the synthetic gradient injected at the
 #    window's end, the bootstrapped target, DNI + Aux) and check that it moves every parameter
 #    exactly as the trainer does,
-# 4. train an LSTM on **Copy** by truncated BPTT, DNI and DNI + Aux, two seeds each, and
-# 5. do two graded exercises (TODO stubs; the cell after each grades it against the package).
+# 4. train an LSTM on **Copy** by truncated BPTT, DNI and DNI + Aux, two seeds each,
+# 5. do two graded exercises (TODO stubs; the cell after each grades it against the package), and
+# 6. go beyond one window: n-step targets, their λ-weighted mixture (the λ-return, in one backward
+#    pass) and the same mixture across the layers of a feed-forward net (BP(λ)), checked numerically.
 #
 # `MINIDNI_FAST=1` shrinks the runs (same code), as in the test suite; `MINIDNI_FIGURE_DIR=folder`
 # saves the figures; `MINIDNI_SOLUTIONS=1` grades the reference solution where an exercise is
@@ -36,13 +38,17 @@
 
 # %%
 import time
+from functools import partial
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
 import minidni.functional as F
+from minidni import models
 from minidni.backend import to_device, to_numpy
+from minidni.dni.feedforward import build_trainer
+from minidni.dni.future import lambda_return
 from minidni.dni.recurrent import RecurrentTrainer, copy_loss
 from minidni.gradcheck import adjoint_check, numerical_gradient
 from minidni.notebook import Notebook
@@ -680,7 +686,166 @@ for mode in MODES[1:]:
 #   Repeat Copy (at $T = 3$: 33 with DNI, 59 with DNI + Aux).
 # - **The cell state stays bounded** for every method because the state is reset at each
 #   episode's end (right panel above).
+
+# %% [markdown]
+# ## 7. Beyond one window: n-step targets, λ-returns and BP(λ)
 #
+# The bootstrapped target trusts one window of real losses and then $M$. Trusting $n$ windows
+# gives the **n-step target**. Write $\gamma = \sigma$ (the scale is the discount per window, as
+# section 3 showed), $\ell_j$ for the per-example gradient of window $j$'s own losses at the state
+# that window starts from, $J_j = \partial s_{jT}/\partial s_{(j-1)T}$ for its transition and
+# $p_j = M(s_{jT})$ (counting windows from the edge $s_0$ whose target we want):
+#
+# $$G_1 = \ell_1 + \gamma\,p_1 J_1, \qquad G_n = \ell_1 + \gamma\,G_{n-1}' J_1,$$
+#
+# where $G_{n-1}'$ is the $(n-1)$-step target of the next edge. $G_n$ uses $n$ windows of real
+# losses: more of the truth and less of $M$'s bias, more of the next windows' noise. As in
+# TD($\lambda$), the **λ-return** averages them, truncated at $K$ windows:
+#
+# $$G^\lambda = \sum_{n=1}^{K-1}(1-\lambda)\lambda^{n-1}G_n + \lambda^{K-1}G_K
+# \quad(\text{weights sum to } 1;\ \lambda = 0:\ G_1,\ \lambda = 1:\ G_K).$$
+#
+# **One backward pass.** Insert the recursion of $G_n$ into the sum and collect the terms of the
+# first window: $G^\lambda = \ell_1 + \gamma\,[(1-\lambda)\,p_1 + \lambda\,G^{\lambda\prime}]\,J_1$ with
+# $G^{\lambda\prime}$ the λ-return of the next edge, truncated at $K-1$, and $G^\lambda = G_1$ when
+# $K = 1$. Read backwards from the far edge: inject $\gamma p_K$ at the far end; at each inner edge
+# $j$ scale what crosses it by $\gamma\lambda$ and add $\gamma(1-\lambda)p_j$. That is what
+# `minidni.dni.future.lambda_return` does (one forward and one backward pass through the $K$
+# windows); the trainer's `sg_target="nstep"` and `"lambda"` regress $M$ on it once the $K$
+# windows after an edge have run (about $K$ extra windows of compute per window).
+#
+# **The same mixture across layers (BP(λ), the paper's Appendix A).** In a feed-forward stack,
+# give module $i$ the gradient $g_i = \lambda\,b_i + (1-\lambda)\,\hat\delta_i$ with
+# $b_i = g_{i+1}\,\partial h_{i+1}/\partial h_i$, and regress $S_i$ onto $b_i$. Then
+# $b_i = [\lambda\,b_{i+1} + (1-\lambda)\,\hat\delta_{i+1}]\,\partial h_{i+1}/\partial h_i$: the same
+# recursion with no losses between layers and $\gamma = 1$. $\lambda = 0$ is every-layer DNI,
+# $\lambda = 1$ backprop (and, for $\lambda > 0$, every module waits for the backward from the loss).
+#
+# **Check 7** (five windows, functional ops, a random linear $M$). (a) The single pass equals the
+# explicit weighted sum of $n$-step targets, each computed by its own chain of windows, and its
+# endpoints are $G_1$ and $G_K$. (b) The package's `lambda_return` on a trainer holding the same
+# weights gives the same numbers. (c) The feed-forward BP(λ) at $\lambda = 0$ trains exactly as
+# every-layer DNI and at $\lambda = 1$ exactly as backprop.
+
+# %%
+K, GAMMA = 4, 0.5                                              # horizon; discount (sg_scale) large enough to see
+xl = rng.standard_normal(((K + 1) * T, B, D))                  # window 0 (to reach the edge s_0), then K windows
+yl = (rng.random(((K + 1) * T, B, C)) > 0.5).astype(np.float64)
+M7, m7 = 0.3 * rng.standard_normal((2 * H, 2 * H)), 0.1 * rng.standard_normal(2 * H)   # M(s) = s M7 + m7
+
+
+def window_fb(j, h0, c0, inject=None):
+    """Window j (1..K after the edge) from (h0, c0): its end state and, with `inject` (B, 2H, per-example
+    units) at its end, B * d/d(h0, c0) of its loss plus <inject, s_end> / B."""
+    steps = slice(j * T, (j + 1) * T)
+    hs, cT, cache = F.lstm_forward(xl[steps], h0, c0, Wx, Wh, b)
+    logits, head_cache = F.linear_forward(hs.reshape(T * B, H), Wo, bo)
+    _, dlogits, _ = copy_loss(logits.reshape(T, B, C), yl[steps], np.ones((T, B)))
+    if inject is None:
+        return hs[-1].copy(), cT.copy()
+    dflat, _, _ = F.linear_backward(dlogits.reshape(T * B, C), head_cache)
+    dhs = dflat.reshape(T, B, H)
+    dhs[-1] += inject[:, :H] / B                               # per-example units -> batch-mean gradient
+    _, dh0, dc0, *_ = F.lstm_backward(dhs, inject[:, H:] / B, cache)
+    return B * np.concatenate([dh0, dc0], axis=1)
+
+
+edges = [window_fb(0, h_start, c_start)]                       # edges[j] = the state at edge j (j = 0..K)
+for j in range(1, K + 1):
+    edges.append(window_fb(j, *edges[-1]))
+p = [None] + [np.concatenate(e, axis=1) @ M7 + m7 for e in edges[1:]]   # p[j] = M at edge j
+
+
+def n_step(n, tail=True):
+    """G_n at edge 0: n windows of losses, then gamma * p_n (no tail: nothing after window n), each window's
+    gradient crossing its edge with weight gamma."""
+    g = GAMMA * p[n] if tail else np.zeros_like(p[n])
+    for j in range(n, 0, -1):
+        g = window_fb(j, *edges[j - 1], inject=g)
+        g = GAMMA * g if j > 1 else g
+    return g
+
+
+def single_pass(lam, horizon=K):
+    """G^lambda at edge 0 in one backward pass: far end gamma p_K; inner edges gamma (lam G + (1 - lam) p_j)."""
+    g = window_fb(horizon, *edges[horizon - 1], inject=GAMMA * p[horizon])
+    for j in range(horizon - 1, 0, -1):
+        g = window_fb(j, *edges[j - 1], inject=GAMMA * (lam * g + (1 - lam) * p[j]))
+    return g
+
+
+G = {n: n_step(n) for n in range(1, K + 1)}
+for lam in (0.3, 0.7):
+    explicit = sum((1 - lam) * lam ** (n - 1) * G[n] for n in range(1, K)) + lam ** (K - 1) * G[K]
+    assert np.allclose(single_pass(lam), explicit, rtol=1e-10, atol=1e-13)
+assert np.allclose(single_pass(0.0), G[1], rtol=1e-12, atol=1e-14)   # lambda = 0: the bootstrapped target
+assert np.allclose(single_pass(1.0), G[K], rtol=1e-12, atol=1e-14)   # lambda = 1: the K-step target
+gap = np.abs(single_pass(0.3) - (sum((1 - 0.3) * 0.3 ** (n - 1) * G[n] for n in range(1, K))
+                                 + 0.3 ** (K - 1) * G[K])).max()
+print(f"(a) one pass vs the explicit mixture of {K} n-step targets: max |diff| = {gap:.1e}; "
+      f"|G_K - G_1| = {np.abs(G[K] - G[1]).max():.2f} (the far windows count)")
+
+tr7 = RecurrentTrainer(D, C, H, mode="dni", sg_scale=GAMMA, reset="never", rng=np.random.default_rng(0),
+                       dtype=np.float64)
+for layer, values in ((tr7.lstm, {"Wx": Wx, "Wh": Wh, "b": b}), (tr7.head, {"W": Wo, "b": bo}),
+                      (tr7.sg, {"W": M7, "b": m7})):
+    for k, v in values.items():
+        layer.params[k][...] = to_device(v)
+windows7 = [(to_device(xl[j * T:(j + 1) * T]), partial(copy_loss, target=to_device(yl[j * T:(j + 1) * T]),
+                                                        mask=to_device(np.ones((T, B)))), None)
+            for j in range(1, K + 1)]
+package = to_numpy(lambda_return(tr7, to_device(edges[0]), windows7, lam=0.3, discount=GAMMA))
+assert np.allclose(package, single_pass(0.3), rtol=1e-10, atol=1e-13)
+print(f"(b) minidni.dni.future.lambda_return equals ours: max |diff| = {np.abs(package - single_pass(0.3)).max():.1e}")
+
+# %% [markdown]
+# **What λ buys here.** Against the truth over these $K$ windows (the discounted gradient of their
+# losses, and nothing after them), the random $M$ is pure bias; every extra window of real losses
+# replaces some of it. The curve is the cosine of $G^\lambda$ with that truth as λ goes from 0 (the
+# bootstrapped target) to 1 (the $K$-step target). With a trained $M$ and noisy windows the best λ
+# lies in between: that is what `python -m minidni.run bp-lambda` measures on Copy.
+
+# %%
+truth7 = n_step(K, tail=False)
+lams = np.linspace(0.0, 1.0, 11)
+
+
+def cosine(a, b_):
+    return float((a * b_).sum() / np.sqrt((a * a).sum() * (b_ * b_).sum()))
+
+
+cos7 = [cosine(single_pass(lam), truth7) for lam in lams]
+fig, ax = plt.subplots(figsize=(6, 3.6), constrained_layout=True)
+ax.plot(lams, cos7, marker="o")
+ax.set_xlabel("λ (0: bootstrapped target, 1: the K-step target)")
+ax.set_ylabel("cos(target, true gradient of the K windows)")
+ax.set_title(f"λ-return targets of a random linear M, K = {K}, γ = {GAMMA}")
+ax.grid(True, alpha=0.3)
+nb.show(fig, "lambda_return")
+print("cos(G^λ, truth) for λ = 0, 0.5, 1:", ", ".join(f"{c:.3f}" for c in (cos7[0], cos7[5], cos7[-1])))
+
+
+def ff_trainer(method, **kw):
+    """A float64 3-module FCN on 12 inputs (SGD) with the same weights and synthesizers whatever the method."""
+    nets = models.fcn(3, in_dim=12, width=16, rng=np.random.default_rng(4), dtype=np.float64)
+    return build_trainer(nets, method=method, in_shape=(12,), lr=0.05, optimizer="sgd", sg_width=16, sg_lr=0.05,
+                         rng=np.random.default_rng(5), dtype=np.float64, **kw)
+
+
+pairs = {"λ = 0 vs every-layer DNI": (ff_trainer("dni"), ff_trainer("dni", sg_target="bp-lambda", sg_lambda=0.0)),
+         "λ = 1 vs backprop": (ff_trainer("bprop"), ff_trainer("dni", sg_target="bp-lambda", sg_lambda=1.0))}
+data = np.random.default_rng(6)
+batches = [(to_device(data.random((8, 12))), to_device(data.integers(0, 10, 8))) for _ in range(3)]
+for name, (reference, mixed) in pairs.items():
+    for x, y in batches:
+        reference.step(x, y)
+        mixed.step(x, y)
+    gap = max(float(np.abs(to_numpy(a.net.params[k]) - to_numpy(m.net.params[k])).max())
+              for a, m in zip(reference.modules, mixed.modules) for k in a.net.params)
+    assert gap < 1e-12, (name, gap)
+    print(f"(c) BP(λ), {name}: every module's parameters after 3 steps agree to {gap:.1e}")
+
+# %% [markdown]
 # ## Summary
 #
 # - Truncated BPTT is the exact gradient minus one term, $\delta_T\,\partial s_T/\partial\theta$:
@@ -697,6 +862,11 @@ for mode in MODES[1:]:
 # - One window of recurrent DNI, written out (`dni_window`: inject $\sigma p/B$, the aux loss, the
 #   bootstrapped target, $M$'s step, the core's step), moves every parameter exactly as the
 #   package's `RecurrentTrainer` does in all three modes, and computes the same targets for $M$.
+# - Trusting $n$ windows of real losses before $M$ gives the n-step target; the λ-return averages
+#   them and is computed in one backward pass (inject $\gamma p_K$ at the far edge, scale each inner
+#   crossing by $\gamma\lambda$ and add $\gamma(1-\lambda)p_j$), checked against the explicit mixture
+#   and the package's `lambda_return`. Across layers the same mixture is BP(λ): λ = 0 is
+#   every-layer DNI, λ = 1 backprop (checked), and for λ > 0 the modules are locked again.
 #
 # ## More exercises (no grader)
 #
