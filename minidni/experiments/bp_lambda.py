@@ -37,17 +37,16 @@ import math
 import os
 import shlex
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from minidni import backend
-from minidni.cli import int_range, make_parser, output_path, positive_float, positive_int, prepare_out_dir
-from minidni.cli import probability, run_command, seed_int
+from minidni.cli import int_range, make_parser, output_path, positive_float, positive_int, probability, run_command
+from minidni.cli import seed_int
 from minidni.experiments import feedforward, recurrent
-from minidni.experiments.grid import Cell, CellResult, add_grid_args, check_distinct, check_extra, choose_executor
-from minidni.experiments.grid import finished_summary, parse_cell_options, plain_name, read_summary, run_cells
-from minidni.io import portable_paths, save_figure, write_json, write_text
+from minidni.experiments.grid import Cell, CellResult, add_grid_args, check_distinct, check_extra, finished_summary
+from minidni.experiments.grid import parse_cell_options, plain_name, read_summary, run_grid, write_grid
+from minidni.io import portable_paths, save_figure
 
 PROG = "python -m minidni.run bp-lambda"
 PARTS = ("copy", "mnist")
@@ -334,48 +333,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells = _cells(args)
         for cell in cells:  # every run's options checked before any starts
             cell["options"] = _cell_options(cell)
-        executor = choose_executor(args.executor, args.workers, args.ray_address)
-        prepare_out_dir(args.out)
-        prepare_out_dir(args.figures, option="--figures")
-        t0 = time.perf_counter()
-        runs, todo = [], []
-        for cell in cells:
-            reuse = args.resume and finished_summary(cell["out"], cell["options"], cell["steps"]) is not None
-            (runs if reuse else todo).append(_record(cell, None) if reuse else cell)
-        print(f"{PROG}: {len(cells)} runs ({len(runs)} reused), {args.workers} at a time as {executor}; each run's "
-              "line appears when it finishes", flush=True)
 
-        def report(r: dict) -> None:
-            main_metric = "solved" if r["part"] == "copy" else "test_error"
-            res = f"FAILED: {r['error']} (command: {r['command']})" if "error" in r else (
-                f"{main_metric} {_fmt(r.get(main_metric))}, cos(SG, truth) {_fmt(r.get('true_cosine'), 2)}, "
-                f"{_speed(r.get('speed'))}/s")
-            print(f"  [{len(runs)}/{len(cells)}, {(time.perf_counter() - t0) / 60:.1f} min] {r['part']} {r['label']} "
-                  f"seed {r['seed']}: {res}{' (reused)' if r['reused'] else ''}", flush=True)
+        def reused(cell: dict) -> dict | None:
+            finished = args.resume and finished_summary(cell["out"], cell["options"], cell["steps"]) is not None
+            return _record(cell, None) if finished else None
 
-        for r in list(runs):
-            report(r)
-        by_key = {(g := _grid_cell(args, cell, executor)).key: (cell, g) for cell in todo}
-        for grid_cell, result in run_cells([g for _, g in by_key.values()], workers=args.workers, executor=executor,
-                                           ray_address=args.ray_address, ray_timeout=args.ray_timeout):
-            runs.append(_record(by_key[grid_cell.key][0], result))
-            report(runs[-1])
-        order = {(c["part"], c["label"], c["seed"]): i for i, c in enumerate(cells)}
-        runs.sort(key=lambda r: order[(r["part"], r["label"], r["seed"])])
-        wall = time.perf_counter() - t0
+        def line(r: dict) -> str:
+            if "error" in r:
+                return f"{r['part']} {r['label']} seed {r['seed']}: FAILED: {r['error']} (command: {r['command']})"
+            metric = "solved" if r["part"] == "copy" else "test_error"
+            return (f"{r['part']} {r['label']} seed {r['seed']}: {metric} {_fmt(r.get(metric))}, cos(SG, truth) "
+                    f"{_fmt(r.get('true_cosine'), 2)}, {_speed(r.get('speed'))}/s")
+
+        runs, wall = run_grid(PROG, args, cells, what=f"{len(cells)} runs", reused=reused,
+                              grid_cell=lambda cell, executor: _grid_cell(args, cell, executor),
+                              record=lambda cell, grid_cell, result: _record(cell, result), line=line)
         table = _aggregate(runs)
         command = PROG + " " + shlex.join(portable_paths(argv))
-        base = args.figures / args.name
-        write_text(base.with_suffix(".md"), _markdown(args, command, table, runs, wall))
-        write_json(base.with_suffix(".json"), {"command": command, "seeds": args.seeds, "wall_seconds": wall,
-                                               "table": table, "runs": portable_paths(runs)})
-        _plot(table, runs, args, base.with_suffix(".png"))
-        print(f"{PROG}: wrote {base}.md, .json, .png ({wall / 60:.1f} min)", flush=True)
-        failed = [r for r in runs if "error" in r]
-        if failed:
-            print(f"{PROG}: error: {len(failed)} of {len(runs)} runs failed (listed above and in {base}.md)",
-                  file=sys.stderr)
-            return 1
-        return 0
+        payload = {"command": command, "seeds": args.seeds, "wall_seconds": wall, "table": table,
+                   "runs": portable_paths(runs)}
+        return write_grid(PROG, args.figures / args.name, runs, wall, markdown=_markdown(args, command, table, runs, wall),
+                          payload=payload, plot=lambda path: _plot(table, runs, args, path))
 
     return run_command(PROG, body)

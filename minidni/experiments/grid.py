@@ -37,15 +37,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from minidni.cli import UsageError, positive_float, positive_int
+from minidni.cli import UsageError, positive_float, positive_int, prepare_out_dir
+from minidni.io import write_json, write_text
 
 __all__ = ["EXECUTORS", "Cell", "CellResult", "add_grid_args", "check_distinct", "check_extra", "choose_executor",
-           "finished_summary", "parse_cell_options", "plain_name", "read_summary", "run_cells"]
+           "finished_summary", "parse_cell_options", "plain_name", "read_summary", "run_cells", "run_grid",
+           "write_grid"]
 
 EXECUTORS = ("auto", "inline", "processes", "ray")
 ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -176,6 +179,58 @@ def run_cells(cells: Sequence[Cell], *, workers: int, executor: str, ray_address
         yield from _run_inline(cells)
     else:
         yield from _run_as_processes(cells, workers)
+
+
+def run_grid(prog: str, args: argparse.Namespace, cells: list[dict], *, what: str,
+             reused: Callable[[dict], dict | None], grid_cell: Callable[[dict, str], Cell],
+             record: Callable[[dict, Cell, CellResult], dict], line: Callable[[dict], str]) -> tuple[list[dict], float]:
+    """Run a grid command's ``cells`` (its own dicts, options already checked): ``(records in cell order, seconds)``.
+
+    Makes ``args.out`` and ``args.figures``, takes ``reused(cell)``'s record where it has one, runs the
+    others (``grid_cell(cell, executor)``, ``args.workers`` at a time as ``args.executor`` says) and
+    prints ``line(record)`` for each as it finishes (``what``: the header's count of runs).
+    """
+    executor = choose_executor(args.executor, args.workers, args.ray_address)
+    prepare_out_dir(args.out)
+    prepare_out_dir(args.figures, option="--figures")
+    t0 = time.perf_counter()
+    done, todo = {}, {}
+    for i, cell in enumerate(cells):
+        if (r := reused(cell)) is not None:
+            done[i] = r
+        else:
+            todo[i] = cell
+    print(f"{prog}: {what} ({len(done)} reused), {args.workers} at a time as {executor}; each run's line appears "
+          "when it finishes", flush=True)
+
+    def report(r: dict) -> None:
+        print(f"  [{len(done)}/{len(cells)}, {(time.perf_counter() - t0) / 60:.1f} min] {line(r)}"
+              f"{' (reused)' if r['reused'] else ''}", flush=True)
+
+    for r in list(done.values()):
+        report(r)
+    by_key = {(g := grid_cell(cell, executor)).key: (i, cell, g) for i, cell in todo.items()}
+    for g, result in run_cells([g for *_, g in by_key.values()], workers=args.workers, executor=executor,
+                               ray_address=args.ray_address, ray_timeout=args.ray_timeout):
+        i, cell, _ = by_key[g.key]
+        done[i] = record(cell, g, result)
+        report(done[i])
+    return [done[i] for i in range(len(cells))], time.perf_counter() - t0
+
+
+def write_grid(prog: str, base: Path, runs: list[dict], wall: float, *, markdown: str, payload: dict,
+               plot: Callable[[Path], None]) -> int:
+    """Write ``base``.md/.json/.png and say so; exit status 1 (after a line on stderr) when a run failed."""
+    write_text(base.with_suffix(".md"), markdown)
+    write_json(base.with_suffix(".json"), payload)
+    plot(base.with_suffix(".png"))
+    print(f"{prog}: wrote {base}.md, .json, .png ({wall / 60:.1f} min)", flush=True)
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        print(f"{prog}: error: {len(failed)} of {len(runs)} runs failed (listed above and in {base}.md)",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def _run_inline(cells: Sequence[Cell]) -> Iterator[tuple[Cell, CellResult]]:

@@ -36,18 +36,16 @@ import math
 import os
 import shlex
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from minidni import backend
-from minidni.cli import UsageError, make_parser, output_path, positive_float, positive_int, prepare_out_dir
-from minidni.cli import run_command, seed_int
+from minidni.cli import UsageError, make_parser, output_path, positive_float, positive_int, run_command, seed_int
 from minidni.dni.recurrent import MODES
 from minidni.experiments import recurrent
-from minidni.experiments.grid import Cell, CellResult, add_grid_args, check_distinct, check_extra, choose_executor
-from minidni.experiments.grid import finished_summary, parse_cell_options, plain_name, read_summary, run_cells
-from minidni.io import portable_paths, save_figure, write_json, write_text
+from minidni.experiments.grid import Cell, CellResult, add_grid_args, check_distinct, check_extra, finished_summary
+from minidni.experiments.grid import parse_cell_options, plain_name, read_summary, run_grid, write_grid
+from minidni.io import portable_paths, save_figure
 
 PROG = "python -m minidni.run table2"
 TASKS = ("copy", "repeat-copy", "ptb")
@@ -324,46 +322,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells = _cells(args)
         for cell in cells:  # every run's options checked before any starts
             cell["options"] = _cell_options(args, cell)
-        executor = choose_executor(args.executor, args.workers, args.ray_address)
-        prepare_out_dir(args.out)
-        prepare_out_dir(args.figures, option="--figures")
-        t0 = time.perf_counter()
-        runs, todo = [], []
-        for cell in cells:
-            (runs if (r := _reused(args, cell)) is not None else todo).append(r or cell)
-        print(f"{PROG}: {len(cells)} runs of {args.steps} windows ({len(runs)} reused), {args.workers} at a time "
-              f"as {executor}; each run's line appears when it finishes", flush=True)
-
-        def report(r: dict) -> None:
+        def line(r: dict) -> str:
             res = r.get(METRIC[r["task"]]) if "error" not in r else f"FAILED: {r['error']} (command: {r['command']})"
-            print(f"  [{len(runs)}/{len(cells)}, {(time.perf_counter() - t0) / 60:.1f} min] {r['task']} {r['mode']} "
-                  f"T={r['T']} seed {r['seed']}: {res}{' (reused)' if r['reused'] else ''}", flush=True)
+            return f"{r['task']} {r['mode']} T={r['T']} seed {r['seed']}: {res}"
 
-        for r in list(runs):
-            report(r)
-        by_key = {(g := _grid_cell(args, cell, executor)).key: (cell, g) for cell in todo}
-        for grid_cell, result in run_cells([g for _, g in by_key.values()], workers=args.workers, executor=executor,
-                                           ray_address=args.ray_address, ray_timeout=args.ray_timeout):
-            runs.append(_record(by_key[grid_cell.key][0], grid_cell, result))
-            report(runs[-1])
-        order = {tuple(_tag(c).values()): i for i, c in enumerate(cells)}
-        runs.sort(key=lambda r: order[(r["task"], r["mode"], r["T"], r["seed"])])
-        wall = time.perf_counter() - t0
+        runs, wall = run_grid(PROG, args, cells, what=f"{len(cells)} runs of {args.steps} windows",
+                              reused=lambda cell: _reused(args, cell),
+                              grid_cell=lambda cell, executor: _grid_cell(args, cell, executor),
+                              record=_record, line=line)
         table = _aggregate(runs)
         command = PROG + " " + shlex.join(portable_paths(argv))
-        base = args.figures / args.name
-        write_text(base.with_suffix(".md"), _markdown(args, command, table, runs, wall))
-        write_json(base.with_suffix(".json"),
-                   {"command": command, "budget": {"steps": args.steps, "seeds": args.seeds, "workers": args.workers,
-                                                   "wall_seconds": wall},
-                    "table": table, "paper": PAPER, "runs": portable_paths(runs)})
-        _plot(table, args, base.with_suffix(".png"))
-        print(f"{PROG}: wrote {base}.md, .json, .png ({wall / 60:.1f} min)", flush=True)
-        failed = [r for r in runs if "error" in r]
-        if failed:
-            print(f"{PROG}: error: {len(failed)} of {len(runs)} runs failed (listed above and in {base}.md)",
-                  file=sys.stderr)
-            return 1
-        return 0
+        payload = {"command": command, "budget": {"steps": args.steps, "seeds": args.seeds, "workers": args.workers,
+                                                  "wall_seconds": wall},
+                   "table": table, "paper": PAPER, "runs": portable_paths(runs)}
+        return write_grid(PROG, args.figures / args.name, runs, wall, markdown=_markdown(args, command, table, runs, wall),
+                          payload=payload, plot=lambda path: _plot(table, args, path))
 
     return run_command(PROG, body)
