@@ -72,6 +72,16 @@ nonnegative_float = float_range(0.0)
 probability = float_range(0.0, 1.0)
 
 
+# Options added after runs were first recorded, at the values that mean "as before": left out of the option
+# records that --resume and a grid's reuse compare (comparable_options), so older records still match.
+LATER_DEFAULTS = {"sg_target": "bootstrap", "sg_horizon": None, "sg_lambda": None}
+
+
+def comparable_options(options: dict) -> dict:
+    """``options`` without the :data:`LATER_DEFAULTS` entries that are at their default."""
+    return {k: v for k, v in options.items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}
+
+
 def output_path(text: str) -> Path:
     """A non-empty path for ``--out``/``--figures`` (an empty one would silently mean the current folder)."""
     if not text.strip():

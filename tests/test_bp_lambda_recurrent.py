@@ -261,3 +261,54 @@ def test_bad_target_options_are_one_line_errors(tmp_path, capsys, bad, expect):
     assert _cli(tmp_path / "o", *bad) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expect in err and not (tmp_path / "o").exists()
+
+
+def test_ptb_with_a_lambda_target_resumes_across_a_new_pass(tmp_path):
+    """PTB: the char loss's integer labels travel in the checkpoint; a new pass (state reset) drops the ring."""
+    from collections import namedtuple
+
+    from minidni.experiments.recurrent import make_parser, run
+    from minidni.io import load_checkpoint
+
+    PTB = namedtuple("PTB", "vocab train valid test")
+    rng = np.random.default_rng(0)
+    data = PTB(tuple("abcde"), rng.integers(0, 5, 201), rng.integers(0, 5, 40), rng.integers(0, 5, 40))
+
+    def train(out, steps, *extra):
+        args = make_parser("ptb").parse_args(["--steps", str(steps), "--hidden", "8", "--batch", "4", "--T", "4",
+                                              "--eval-every", "10", "--log-every", "5", "--checkpoint-every", "10",
+                                              "--sg-target", "lambda", "--sg-horizon", "3", "--no-progress",
+                                              "--out", str(out), *extra])
+        return run(args, "ptb", data)[0]
+
+    full = train(tmp_path / "full", 30)  # 12 windows per pass: two new passes
+    train(tmp_path / "part", 20)
+    part = train(tmp_path / "part", 30, "--resume")
+    assert np.isfinite(full["test_bpc"]) and full["test_bpc"] == part["test_bpc"]
+    a, _ = load_checkpoint(tmp_path / "full" / "checkpoint.npz")
+    b, _ = load_checkpoint(tmp_path / "part" / "checkpoint.npz")
+    assert a.keys() == b.keys() and a["ring.w0.loss.labels"].dtype.kind == "i"
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_runs_recorded_before_the_target_options_existed_still_resume_and_are_reused(tmp_path):
+    from minidni.experiments.grid import finished_summary, parse_cell_options
+    from minidni.experiments.recurrent import make_parser
+    from minidni.io import load_checkpoint
+
+    out = tmp_path / "old"
+    assert _cli(out, steps=12) == 0
+    _, meta = load_checkpoint(out / "checkpoint.npz")
+    assert not {"sg_target", "sg_horizon", "sg_lambda"} & set(meta["options"])  # at their defaults: not recorded
+    assert _cli(out, "--resume") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for k in ("sg_target", "sg_horizon", "sg_lambda"):  # as a summary written before these options existed
+        del summary["options"][k]
+    (out / "summary.json").write_text(json.dumps(summary))
+    argv = ["--steps", "24", "--hidden", "8", "--batch", "4", "--T", "3", "--log-every", "8", "--checkpoint-every",
+            "12", "--no-progress", "--no-compare", "--out", str(out)]
+    _, options = parse_cell_options(make_parser("copy"), argv, "copy", ("resume", "progress", "out"))
+    assert finished_summary(out, options, 24) is not None
+    _, lam = parse_cell_options(make_parser("copy"), [*argv, "--sg-target", "lambda"], "copy", ("resume", "out"))
+    assert finished_summary(out, lam, 24) is None  # another target: not the same run

@@ -47,7 +47,7 @@ import numpy as np
 from minidni import backend, models
 from minidni.cli import UsageError, add_common_args, check_memory, make_parser as _make_parser
 from minidni.cli import int_range, nonnegative_int, positive_float, positive_int, prepare_out_dir, probability
-from minidni.cli import run_command
+from minidni.cli import comparable_options, run_command
 from minidni.distributed.state import load_module_state, load_regressor_state, trainer_state
 from minidni.dni.feedforward import METHODS, SG_TARGETS, build_trainer, error_percent, raise_if_diverged
 from minidni.io import CheckpointError, load_checkpoint, save_checkpoint, save_figure, write_json
@@ -318,7 +318,8 @@ def run(args: argparse.Namespace, data: Dataset, *, dataset: str = "mnist") -> d
 
 def _options(args: argparse.Namespace) -> dict:
     """The options that decide what a run computes (a checkpoint is resumed only under the same ones)."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in _RUN_ONLY}
+    return comparable_options({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                               if k not in _RUN_ONLY})
 
 
 class _Checkpoint:

@@ -43,7 +43,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from minidni.cli import UsageError, positive_float, positive_int, prepare_out_dir
+from minidni.cli import UsageError, comparable_options, positive_float, positive_int, prepare_out_dir
 from minidni.io import write_json, write_text
 
 __all__ = ["EXECUTORS", "Cell", "CellResult", "add_grid_args", "check_distinct", "check_extra", "choose_executor",
@@ -122,7 +122,8 @@ def check_extra(extra: str, known: set[str], grid_set: Sequence[str], example: s
 def parse_cell_options(parser: argparse.ArgumentParser, argv: Sequence[str], what: str,
                        run_only: Sequence[str]) -> tuple[argparse.Namespace, dict]:
     """``(namespace, options)`` of a cell's command line as its own ``parser`` reads it; ``options`` as its
-    summary.json stores them, less ``run_only``. UsageError naming ``what`` (one line) when it is rejected."""
+    summary.json stores them, less ``run_only`` (and :func:`minidni.cli.comparable_options`'s defaults, so
+    runs recorded before an option existed still match). UsageError naming ``what`` when it is rejected."""
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -130,7 +131,8 @@ def parse_cell_options(parser: argparse.ArgumentParser, argv: Sequence[str], wha
     except SystemExit:
         lines = err.getvalue().strip().splitlines() or ["rejected"]
         raise UsageError(f"the {what} runs would reject their options: {lines[-1]}") from None
-    return ns, {k: str(v) if isinstance(v, Path) else v for k, v in vars(ns).items() if k not in run_only}
+    return ns, comparable_options({k: str(v) if isinstance(v, Path) else v for k, v in vars(ns).items()
+                                   if k not in run_only})
 
 
 def finished_summary(out: Path, options: dict, steps: int) -> dict | None:

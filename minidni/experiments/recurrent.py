@@ -79,7 +79,7 @@ import numpy as np
 from minidni import backend
 from minidni.cli import TrainingDiverged, UsageError, add_common_args, check_memory, make_parser as _make_parser
 from minidni.cli import nonnegative_float, nonnegative_int, positive_float, positive_int, prepare_out_dir, probability
-from minidni.cli import run_command
+from minidni.cli import comparable_options, run_command
 from minidni.dni.future import compare, future_gradient
 from minidni.dni.recurrent import MODES, QUANTITY, RESETS, SG_TARGETS, RecurrentTrainer, char_loss, copy_loss
 from minidni.io import CheckpointError, load_checkpoint, save_checkpoint, save_figure, write_json
@@ -266,7 +266,8 @@ class _Run:
     # -- checkpoint ------------------------------------------------------------------------
     def _options(self) -> dict:
         skip = {"resume", "progress", "out", "steps", "checkpoint_every", "compare", "data_dir"}
-        return {k: str(v) if isinstance(v, Path) else v for k, v in vars(self.args).items() if k not in skip}
+        return comparable_options({k: str(v) if isinstance(v, Path) else v for k, v in vars(self.args).items()
+                                   if k not in skip})
 
     def save(self) -> None:
         arrays, meta = self.trainer.state_dict()
