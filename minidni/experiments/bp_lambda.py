@@ -45,7 +45,7 @@ from minidni.cli import int_range, make_parser, output_path, positive_float, pos
 from minidni.cli import seed_int
 from minidni.experiments import feedforward, recurrent
 from minidni.experiments.grid import Cell, CellResult, add_grid_args, check_distinct, check_extra, finished_summary
-from minidni.experiments.grid import parse_cell_options, plain_name, read_summary, run_grid, write_grid
+from minidni.experiments.grid import fresh_cell, parse_cell_options, plain_name, read_summary, run_grid, write_grid
 from minidni.io import portable_paths, save_figure
 
 PROG = "python -m minidni.run bp-lambda"
@@ -162,11 +162,8 @@ def _cell_options(cell: dict) -> dict:
 
 def _grid_cell(args, cell: dict, executor: str) -> Cell:
     """The cell's command; a local process continues from its checkpoint when ``--resume`` finds one."""
-    argv = list(cell["argv"])
-    if executor == "processes" and args.resume and (cell["out"] / "checkpoint.npz").is_file():
-        argv.append("--resume")
-    (cell["out"] / "summary.json").unlink(missing_ok=True)  # a failed run must not leave an old result behind
-    return Cell(key=(cell["part"], cell["label"], cell["seed"]), argv=argv, out=cell["out"])
+    return fresh_cell((cell["part"], cell["label"], cell["seed"]), cell["argv"], cell["out"], executor=executor,
+                      resume=args.resume)
 
 
 def _tag(cell: dict) -> dict:

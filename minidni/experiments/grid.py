@@ -47,7 +47,7 @@ from minidni.cli import UsageError, comparable_options, positive_float, positive
 from minidni.io import write_json, write_text
 
 __all__ = ["EXECUTORS", "Cell", "CellResult", "add_grid_args", "check_distinct", "check_extra", "choose_executor",
-           "finished_summary", "parse_cell_options", "plain_name", "read_summary", "run_cells", "run_grid",
+           "finished_summary", "fresh_cell", "parse_cell_options", "plain_name", "read_summary", "run_cells", "run_grid",
            "write_grid"]
 
 EXECUTORS = ("auto", "inline", "processes", "ray")
@@ -133,6 +133,17 @@ def parse_cell_options(parser: argparse.ArgumentParser, argv: Sequence[str], wha
         raise UsageError(f"the {what} runs would reject their options: {lines[-1]}") from None
     return ns, comparable_options({k: str(v) if isinstance(v, Path) else v for k, v in vars(ns).items()
                                    if k not in run_only})
+
+
+def fresh_cell(key: tuple, argv: Sequence[str], out: Path, *, executor: str, resume: bool,
+               checkpoint: str = "checkpoint.npz") -> Cell:
+    """A cell that is about to run: any old summary.json in ``out`` is removed (a failed run must not leave an
+    old result behind), and with ``resume`` a local process continues from the checkpoint it finds there."""
+    argv = list(argv)
+    if executor == "processes" and resume and (out / checkpoint).is_file():
+        argv.append("--resume")
+    (out / "summary.json").unlink(missing_ok=True)
+    return Cell(key=key, argv=argv, out=out)
 
 
 def finished_summary(out: Path, options: dict, steps: int) -> dict | None:

@@ -44,7 +44,7 @@ from minidni.cli import UsageError, make_parser, output_path, positive_float, po
 from minidni.dni.recurrent import MODES
 from minidni.experiments import recurrent
 from minidni.experiments.grid import Cell, CellResult, add_grid_args, check_distinct, check_extra, finished_summary
-from minidni.experiments.grid import parse_cell_options, plain_name, read_summary, run_grid, write_grid
+from minidni.experiments.grid import fresh_cell, parse_cell_options, plain_name, read_summary, run_grid, write_grid
 from minidni.io import portable_paths, save_figure
 
 PROG = "python -m minidni.run table2"
@@ -147,11 +147,8 @@ def _tag(cell: dict) -> dict:
 
 def _grid_cell(args, cell: dict, executor: str) -> Cell:
     """The cell's command; a local process continues from the cell's checkpoint when ``--resume`` finds one."""
-    argv = _argv(args, cell)
-    if executor == "processes" and args.resume and (cell["out"] / recurrent.CHECKPOINT).is_file():
-        argv.append("--resume")
-    (cell["out"] / "summary.json").unlink(missing_ok=True)  # a failed run must not leave an old result behind
-    return Cell(key=tuple(_tag(cell).values()), argv=argv, out=cell["out"])
+    return fresh_cell(tuple(_tag(cell).values()), _argv(args, cell), cell["out"], executor=executor,
+                      resume=args.resume, checkpoint=recurrent.CHECKPOINT)
 
 
 def _record(cell: dict, grid_cell: Cell, result: CellResult) -> dict:
