@@ -194,3 +194,28 @@ def test_cli_bad_combinations_are_one_line_errors(tmp_path, capsys, argv, messag
     code = main_mnist([*argv, "--no-progress", "--out", str(tmp_path)], load=lambda data_dir: tiny_dataset())
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.cupy
+def test_bp_lambda_on_cupy_matches_numpy(cupy):
+    from minidni import backend
+    from minidni.backend import to_device, to_numpy
+
+    def run(name):
+        backend.set_backend(name)
+        try:
+            tr = trainer("dni", optimizer="sgd", sg_target="bp-lambda", sg_lambda=0.4, p_update=[1.0, 0.7, 1.0])
+            for step in range(3):
+                x, y = batch(step)
+                tr.step(to_device(x), to_device(y), diagnose=step == 2)
+            return {k: np.array(to_numpy(v)) for k, v in state(tr).items()}
+        finally:
+            backend.set_backend("numpy")
+
+    import strict_cupy
+
+    got, ref = run("cupy"), run("numpy")
+    # the stand-in computes with NumPy; on a GPU, Adam (the synthesizers') turns rounding into drift
+    tol = dict(rtol=1e-4, atol=1e-5) if cupy is strict_cupy.module else dict(rtol=0.1, atol=0.05)
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], err_msg=k, **tol)

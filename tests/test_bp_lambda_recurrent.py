@@ -312,3 +312,42 @@ def test_runs_recorded_before_the_target_options_existed_still_resume_and_are_re
     assert finished_summary(out, options, 24) is not None
     _, lam = parse_cell_options(make_parser("copy"), [*argv, "--sg-target", "lambda"], "copy", ("resume", "out"))
     assert finished_summary(out, lam, 24) is None  # another target: not the same run
+
+
+# -- CuPy (a GPU, else the strict stand-in: no host array in a device op, every host sync recorded) ----------
+def _untimed(logs):
+    return [{k: v for k, v in e.items() if "second" not in k} for e in logs]
+
+
+@pytest.mark.cupy
+def test_lambda_target_on_cupy_matches_numpy_without_syncs_between_logs(cupy, tmp_path, monkeypatch):
+    import strict_cupy
+
+    target = ["--sg-target", "lambda", "--sg-horizon", "2", "--sg-truth-windows", "2"]
+    standin = cupy is strict_cupy.module
+    if standin:  # stamp each host sync with the windows trained so far
+        original = RecurrentTrainer.train_window
+
+        def counted(self, *args, **kwargs):
+            result = original(self, *args, **kwargs)
+            strict_cupy.SYNCS.step = self.step
+            return result
+        monkeypatch.setattr(RecurrentTrainer, "train_window", counted)
+        strict_cupy.SYNCS.clear()
+        strict_cupy.SYNCS.step = 0
+    for name in ("cupy", "numpy"):
+        assert _cli(tmp_path / name, *target, "--backend", name) == 0
+    if standin:
+        allowed = {0, 8, 12, 16, 24}  # logs every 8 windows, checkpoints every 12, the end
+        events = strict_cupy.SYNCS.events
+        assert any(e.step == 8 for e in events), "no sync at a log: the stamping is broken"
+        bad = [e for e in events if e.step not in allowed]
+        assert not bad, [(e.step, e.kind, e.site) for e in bad[:5]]
+    got, ref = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("cupy", "numpy"))
+    tol = dict(rtol=1e-4, atol=1e-5) if standin else dict(rtol=0.1, atol=0.05)
+    for a, b in zip(_untimed(got["logs"]), _untimed(ref["logs"])):
+        assert a.keys() == b.keys()
+        for k in a:
+            if isinstance(a[k], float):
+                np.testing.assert_allclose(a[k], b[k], err_msg=k, **tol)
+    assert _cli(tmp_path / "cupy", *target, "--backend", "cupy", "--resume", steps=36) == 0  # the ring reloads
