@@ -141,6 +141,21 @@ def test_each_module_learns_from_the_mixture_and_each_synthesizer_from_the_one_a
             np.testing.assert_allclose(before[i][k] - v, lr * expected_grads[i][k], rtol=1e-10, atol=1e-14)
 
 
+def test_bp_lambda_runs_backprops_order_every_module_waits_for_the_backward_from_above():
+    """Locked as backprop: every forward (each SG predicting on the way) before any fit or update, then top down."""
+    tr = trainer("dni", layers=4, sg_target="bp-lambda", sg_lambda=0.5)
+    events = []
+    for kind, objs in (("forward", tr.modules), ("update", tr.modules), ("predict", tr.synthesizers),
+                       ("fit", tr.synthesizers)):
+        for i, obj in enumerate(objs):
+            inner = getattr(obj, kind)
+            setattr(obj, kind, lambda *a, _inner=inner, _e=(kind, i), **k: events.append(_e) or _inner(*a, **k))
+    tr.step(*batch(0))
+    assert events == [("forward", 0), ("predict", 0), ("forward", 1), ("predict", 1), ("forward", 2),
+                      ("predict", 2), ("forward", 3),
+                      ("update", 3), ("fit", 2), ("update", 2), ("fit", 1), ("update", 1), ("fit", 0), ("update", 0)]
+
+
 def test_the_mixture_keeps_dtype_and_returns_an_endpoint_as_is():
     b, s = np.ones(3, np.float32), np.full(3, 3.0, np.float32)
     assert bp_lambda_mix(b, s, 0.0) is s and bp_lambda_mix(b, s, 1.0) is b

@@ -37,24 +37,29 @@ of "regressed towards the mixture": regressing onto ``g_i`` itself would put
 ``S_i``'s own output in its target and, at λ = 0, train nothing). ``b_i`` is
 the λ-return of TD(λ) with no reward between layers, ``b_i = (λ b_{i+1} +
 (1-λ) delta_hat_{i+1}) dh_{i+1}/dh_i``. λ = 0 is every-layer DNI (same
-parameters after any number of steps, tested), λ = 1 is backprop (every
-``g_i`` is the true gradient; the synthesizers then regress onto true gradients,
-as a diagnostic, without affecting the modules).
+parameters after any number of steps, tested), λ = 1 is backprop (with every
+``p_update`` 1: each ``g_i`` is then the true gradient, and the synthesizers
+regress onto true gradients without affecting the modules; tested).
 
 Locking with λ > 0. ``g_i`` needs ``b_i``, which needs every module above to
-have run forward and backward (the loss reaches ``h_i`` with weight
-``λ^(n-1-i)``). So every module is update and backward locked exactly as in
-backprop: one forward through the whole stack (each synthesizer predicting as
-its input appears), then one backward from the loss, each module updating
-after its own backward. What stays unlocked: nothing a schedule could exploit;
-the synthesizers still need no one else to predict, and a module whose module
+have run forward AND backward (the loss reaches ``h_i`` with weight
+``λ^(n-1-i)``), and so does the gradient module ``i`` passes down. So every
+module is update and backward locked exactly as in backprop, and the trainer
+runs backprop's order: one forward through the stack, each synthesizer
+predicting as its input appears, then one backward from the loss, each module
+updating after its own backward. What stays unlocked: the predictions
+``delta_hat_i`` (they need only ``h_i``) and nothing else. (Module ``i`` could
+apply its ``(1-λ) delta_hat_i`` share at once and the ``λ b_i`` share later, but
+its backward would still wait for ``b_i``, and with Adam two half-steps are not
+one step; not done.) Only λ = 0 needs nothing from above: ``sg_target="bp-lambda"``
+with λ = 0 computes DNI's parameters in the locked order, ``"bootstrap"`` runs
+DNI's own order (:meth:`FeedForwardTrainer._step_dni`). A module whose module
 above skipped its backward (``p_update``) falls back to its synthetic gradient
 alone (``g_i = delta_hat_i``, the DNI rule) instead of waiting, so with
-``p_update < 1`` λ = 1 is not bprop (bprop stops the backward there). Only
-λ = 0 unlocks updates, and that is :meth:`FeedForwardTrainer._step_dni`'s
-order. The complete unlock (input models) cuts the chain BP(λ) passes down, so
-the two are refused together; warm-up holds back module ``i``'s update while
-``S_i`` warms up, as in DNI.
+``p_update < 1`` λ = 1 is not bprop (bprop stops the backward there). The
+complete unlock (input models) cuts the chain BP(λ) passes down, so the two are
+refused together; warm-up holds back module ``i``'s update while ``S_i`` warms
+up, as in DNI.
 
 Per-module update probability ``p_update`` (one float, or one per module).
 At each step every module draws a coin; a module whose coin fails does
