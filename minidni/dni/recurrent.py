@@ -107,7 +107,7 @@ from minidni.optim import FlatAdam, FlatSGD
 from minidni.tasks.copy import sequence_bits
 from minidni.workspace import Workspace
 
-__all__ = ["MODES", "RESETS", "SG_TARGETS", "DIAG_FIELDS", "RecurrentTrainer", "copy_loss", "char_loss"]
+__all__ = ["MODES", "RESETS", "SG_TARGETS", "DIAG_FIELDS", "RecurrentTrainer", "TargetRing", "copy_loss", "char_loss"]
 
 MODES = ("bptt", "dni", "dni-aux")
 SG_TARGETS = ("bootstrap", "nstep", "lambda")  # M's regression target (module docstring: Targets)
