@@ -72,7 +72,7 @@ COLORS = {"bptt": "tab:blue", "dni": "tab:orange", "dni-aux": "tab:green"}
 OFFSET = {"bptt": -0.06, "dni": 0.0, "dni-aux": 0.06}
 
 
-def _name(text: str) -> str:
+def file_stem(text: str) -> str:
     if not text or "/" in text or text.startswith("."):
         raise argparse.ArgumentTypeError(f"{text!r} is not a plain file name (no folder, no leading dot)")
     return text
@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="reuse finished cells, continue interrupted ones")
     p.add_argument("--out", type=output_path, default=Path("runs/table2"), help="folder of the individual runs")
     p.add_argument("--figures", type=output_path, default=Path("figures"), help="folder for NAME.md/.json/.png")
-    p.add_argument("--name", type=_name, default="table2", help="file name (no suffix) of the table and figure")
+    p.add_argument("--name", type=file_stem, default="table2", help="file name (no suffix) of the table and figure")
     p.add_argument("--data-dir", type=Path, default=None, help="data folder (PTB)")
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
     return p
