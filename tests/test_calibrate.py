@@ -32,6 +32,7 @@ def test_every_protocol_runs_bptt_only_and_the_table_ranks_them(tmp_path, capsys
         means = {"copy": {int(T): e["mean"] for T, e in r["lengths"]["copy"].items()}}
         assert r["distance"] == calibrate.distance(means, {"copy": table2.PAPER["copy"]["bptt"]})
     assert "| aligned, episode |" in md and "| aligned, bit |" in md and "(7)" in md and "(8)" in md
+    assert all(r["run_seconds"] > 0 for r in data["protocols"].values()) and "min of run time summed over the runs" in md
     assert "Closest to the paper: **" in md and "--curriculum-unit" in md
     assert not (tmp_path / "runs" / "aligned-step").exists()  # only the protocols asked for
     capsys.readouterr()

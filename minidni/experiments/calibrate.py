@@ -87,11 +87,12 @@ def distance(lengths: dict, paper: dict) -> float:
     return sum(terms) / len(terms) if terms else math.nan
 
 
-def _protocol_result(path: Path) -> dict:
-    """{task: {T: {"mean", "values"}}} of the BPTT rows of one protocol's table2 JSON."""
-    table = json.loads(path.read_text())["table"]
-    return {task: {int(T): {"mean": e["mean"], "values": e["values"]} for T, e in modes["bptt"].items()}
-            for task, modes in table.items()}
+def _protocol_result(path: Path) -> tuple[dict, float]:
+    """({task: {T: {"mean", "values"}}} of the BPTT rows of one protocol's table2 JSON, its runs' seconds)."""
+    data = json.loads(path.read_text())
+    lengths = {task: {int(T): {"mean": e["mean"], "values": e["values"]} for T, e in modes["bptt"].items()}
+               for task, modes in data["table"].items()}
+    return lengths, sum(r.get("wall_seconds", 0.0) for r in data["runs"])
 
 
 def _markdown(args, command: str, results: dict, wall: float) -> str:
@@ -102,7 +103,9 @@ def _markdown(args, command: str, results: dict, wall: float) -> str:
              f"Command: `{command}`", "",
              f"Truncated BPTT only, {args.steps} windows per run, {args.hidden} units, batch {args.batch}, "
              f"seeds {', '.join(map(str, args.seeds))} (mean shown, each seed in brackets when more than one); "
-             f"grid wall time {wall / 60:.1f} min with {args.workers} parallel workers. Every other option at the "
+             f"{sum(r['run_seconds'] for r in results.values()) / 60:.1f} min of run time summed over the runs "
+             f"({args.workers} at a time, one BLAS thread each), {wall / 60:.1f} min of wall time for this "
+             "invocation (runs reused with --resume cost nothing). Every other option at the "
              "command's defaults (Adam 3e-3, clip 1, per-episode reset, a window of 100 episodes).", "",
              "Cells: longest episode length solved (Copy N+3, Repeat Copy N·R+3), the paper's BPTT in "
              "parentheses. Distance: the mean over tasks and T of |log2(ours / paper)| (1 = a factor of 2 off). "
@@ -119,8 +122,13 @@ def _markdown(args, command: str, results: dict, wall: float) -> str:
                 mean = "–" if math.isnan(e["mean"]) else f"{e['mean']:.3g}"
                 cells.append(f"{mean}{seeds} ({paper[task]['bptt'][T]})")
         lines.append(f"| {key} | " + " | ".join(cells) + f" | {r['distance']:.2f} |")
+    spread = max((max(v) - min(v) for task in args.tasks for T in Ts
+                  if (v := [r["lengths"][task][T]["mean"] for r in results.values() if T in r["lengths"][task]])),
+                 default=math.nan)
     best = ranked[0]
     phase, unit = best.split(", ")
+    lines += ["", f"Distances span {results[ranked[0]]['distance']:.2f} to {results[ranked[-1]]['distance']:.2f}; "
+              f"at any one task and T the protocols differ by at most {spread:.3g} in length solved."]
     lines += ["", f"Closest to the paper: **{best}** (distance {results[best]['distance']:.2f}). Table 2 under it: "
               f"`python -m minidni.run table2 --extra \"--phase {phase} --curriculum-unit {unit}\" ...`.", "",
               f"Each protocol's own table: `{portable_paths([str(args.out / 'tables')])[0]}/PHASE-UNIT.md`."]
@@ -152,9 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if code == 2:  # a usage error, already printed: nothing ran
                     return code
                 status = max(status, code)
-                found = _protocol_result(args.out / "tables" / f"{phase}-{unit}.json")
+                found, seconds = _protocol_result(args.out / "tables" / f"{phase}-{unit}.json")
                 means = {task: {T: e["mean"] for T, e in Ts.items()} for task, Ts in found.items()}
-                results[f"{phase}, {unit}"] = {"phase": phase, "unit": unit, "lengths": found,
+                results[f"{phase}, {unit}"] = {"phase": phase, "unit": unit, "lengths": found, "run_seconds": seconds,
                                                "distance": distance(means, {t: table2.PAPER[t]["bptt"]
                                                                             for t in found})}
         wall = time.perf_counter() - t0
