@@ -3,6 +3,7 @@
 Tasks:
     copy, repeat-copy, ptb   recurrent DNI with truncated BPTT (Table 2)
     table2                   the Table 2 grid (task x mode x T x seeds)
+    calibrate                the Copy protocol chosen on the BPTT baseline (phase x curriculum unit)
     mnist, cifar10           feed-forward DNI / cDNI (Table 1); --workers K runs on Ray
     table1                   the Table 1 MNIST FCN rows
     multinet                 two LSTMs at two clock rates joined by a DNI (locked | dni | none)
@@ -22,6 +23,7 @@ TASKS = {
     "repeat-copy": "minidni.experiments.recurrent:main_repeat_copy",
     "ptb": "minidni.experiments.recurrent:main_ptb",
     "table2": "minidni.experiments.table2:main",
+    "calibrate": "minidni.experiments.calibrate:main",
     "mnist": "minidni.experiments.feedforward:main_mnist",
     "cifar10": "minidni.experiments.feedforward:main_cifar10",
     "table1": "minidni.experiments.table1:main",

@@ -95,3 +95,20 @@ def test_grid_on_ray_brings_every_file_back_and_resume_reuses(tmp_path, capsys):
     assert "as ray" in capsys.readouterr().out
     assert table2.main(argv + ["--resume", "--name", "again"]) == 0
     assert all(r["reused"] for r in json.loads((tmp_path / "fig" / "again.json").read_text())["runs"])
+
+
+def test_ratio_line_divides_the_mean_lengths_and_quotes_the_paper():
+    modes = {"bptt": {2: {"mean": 4.0}, 3: {"mean": 0.0}, 8: {"mean": 5.0}},
+             "dni": {2: {"mean": 6.0}, 3: {"mean": 5.0}, 8: {"mean": 5.0}}}
+    line = table2._ratio_line("copy", modes, "dni")
+    assert line == "dni / bptt length (means over seeds): T=2 1.50x (paper 2.29x), T=8 1.00x"  # T=3: BPTT solved 0
+    assert table2._ratio_line("ptb", modes, "dni") is None and table2._ratio_line("copy", modes, "dni-aux") is None
+
+
+def test_truth_line_averages_the_measured_cosines_per_T():
+    runs = [{"task": "copy", "mode": "dni", "T": 2, "options": {"sg_truth_windows": 10},
+             "diagnostics": {"mean_sg_true_cosine": c}} for c in (0.02, 0.04)]
+    runs.append({"task": "copy", "mode": "bptt", "T": 2, "options": {"sg_truth_windows": 10}, "diagnostics": {}})
+    assert table2._truth_line("copy", runs, "dni") == ("dni: cos(SG, true gradient of the next 10 windows), "
+                                                       "mean over log points and seeds: T=2 0.030")
+    assert table2._truth_line("copy", runs, "bptt") is None and table2._truth_line("repeat-copy", runs, "dni") is None

@@ -1,5 +1,7 @@
 """The PyTorch twin of the benchmark (minidni.bench.torch) computes what minidni computes: one Copy window's
-loss and gradients (bptt, dni incl. the SG's bootstrapped fit) from the same weights, to float32 tolerance.
+loss and gradients (bptt, dni incl. the SG's bootstrapped fit) from the same weights, to float32 tolerance; and
+50 windows of the copy command's own run (its curriculum, logs and checkpoints) end with the same losses and
+weights as the twin trained on the same windows (an independent cross-check of the trainer, Table 2 issue).
 
 Optional: skips without PyTorch (pip install -e ".[bench]")."""
 
@@ -86,3 +88,45 @@ def test_bench_torch_quick_writes_json_and_chart(tmp_path, capsys):
     assert result["machine"]["numpy_blas"] and result["config"]["threads"] == 1
     assert (tmp_path / "bench_torch.png").stat().st_size > 0
     assert "ratio" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mode", ["bptt", "dni", "dni-aux"])
+def test_fifty_windows_of_the_copy_command_match_pytorch(mode, tmp_path):
+    """The trainer, not just the ops: the copy command's own run (curriculum at log points, checkpoints) and the
+    PyTorch twin, from the same weights on the same 50 windows, agree on every loss and on the final weights."""
+    from minidni.experiments import recurrent  # noqa: PLC0415
+
+    torch.set_num_threads(1)
+    args = recurrent.make_parser("copy").parse_args(
+        ["--mode", mode, "--hidden", "32", "--batch", "8", "--steps", "50", "--log-every", "10",
+         "--checkpoint-every", "25", "--no-compare", "--no-progress", "--out", str(tmp_path)])
+    run = recurrent._Run(args, "copy", mode, tmp_path)
+    theirs = TorchCopyTrainer(run.trainer)
+    ours_window, next_window, losses = run.trainer.train_window, run.stream.next_window, []
+    windows = []
+
+    def recording_next_window(T):
+        windows.append(next_window(T))
+        return windows[-1]
+
+    def train_both(x, loss_grad, episode_end=None):
+        loss = ours_window(x, loss_grad, episode_end=episode_end)
+        w = windows[-1]
+        losses.append((float(loss), float(theirs.train_window(w.x, w.target, w.mask, w.episode_end))))
+        return loss
+
+    run.stream.next_window, run.trainer.train_window = recording_next_window, train_both
+    summary = run.train()
+    assert summary["steps"] == 50 and len(losses) == 50 and (tmp_path / recurrent.CHECKPOINT).is_file()
+    np.testing.assert_allclose([t for _, t in losses], [o for o, _ in losses], rtol=RTOL)
+    mine = {"lstm.Wx": theirs.cell.weight_ih.T, "lstm.Wh": theirs.cell.weight_hh.T, "lstm.b": theirs.cell.bias_ih,
+            "head.W": theirs.head.weight.T, "head.b": theirs.head.bias,
+            **({"aux.W": theirs.aux.weight.T, "aux.b": theirs.aux.bias} if theirs.aux is not None else {})}
+    for k, v in run.trainer.core_params.items():
+        np.testing.assert_allclose(v, mine[k].detach().numpy(), rtol=1e-4, atol=1e-5, err_msg=k)
+    if run.trainer.uses_sg:  # M learnt (it starts at zero) and learnt the same
+        sg = run.trainer.sg.params
+        assert np.abs(sg["W"]).max() > 1e-4
+        np.testing.assert_allclose(sg["W"], theirs.sg.weight.T.detach().numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(sg["b"], theirs.sg.bias.detach().numpy(), rtol=1e-4, atol=1e-5)
+    assert sum(w.episode_end.sum() for w in windows) > 8  # episodes ended (resets) across the 50 windows

@@ -14,6 +14,7 @@ BENCHMARKS = {
     "layers": "minidni.bench.layers:main",
     "feedforward": "minidni.bench.feedforward:main",
     "recurrent": "minidni.bench.recurrent:main",
+    "command": "minidni.bench.command:main",
     "parallel": "minidni.bench.parallel:main",
     "torch": "minidni.bench.torch:main",
     "gpu": "minidni.bench.gpu:main",

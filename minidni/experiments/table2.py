@@ -202,6 +202,34 @@ def _headline(task: str, modes: dict, mode: str) -> str | None:
     return f"{mode} vs bptt (mean over seeds): " + ("; ".join(parts) or "no comparable cells")
 
 
+def _ratio_line(task: str, modes: dict, mode: str) -> str | None:
+    """'dni / bptt length (mean over seeds): T=2 1.2x (paper 2.3x), ...' for Copy-like tasks, or None."""
+    if task == "ptb" or mode not in modes or "bptt" not in modes:
+        return None
+    parts = []
+    for T in sorted(set(modes[mode]) & set(modes["bptt"])):
+        ours, base = modes[mode][T]["mean"], modes["bptt"][T]["mean"]
+        paper = PAPER[task][mode].get(T, math.nan) / PAPER[task]["bptt"].get(T, math.nan)
+        if base > 0 and not math.isnan(ours):
+            parts.append(f"T={T} {ours / base:.2f}x" + ("" if math.isnan(paper) else f" (paper {paper:.2f}x)"))
+    return f"{mode} / bptt length (means over seeds): " + ", ".join(parts) if parts else None
+
+
+def _truth_line(task: str, runs: list[dict], mode: str) -> str | None:
+    """'dni: cos(SG, true gradient of the next K windows) T=2 0.041, ...' when the runs measured it
+    (``--sg-truth-windows K`` in ``--extra``), means over log points and seeds; else None."""
+    by_T: dict[int, list[float]] = {}
+    for r in runs:
+        value = r.get("diagnostics", {}).get("mean_sg_true_cosine")
+        if r["task"] == task and r["mode"] == mode and value is not None:
+            by_T.setdefault(r["T"], []).append(value)
+    if not by_T:
+        return None
+    K = next(r["options"]["sg_truth_windows"] for r in runs if r["task"] == task and r["mode"] == mode)
+    return (f"{mode}: cos(SG, true gradient of the next {K} windows), mean over log points and seeds: "
+            + ", ".join(f"T={T} {sum(v) / len(v):.3f}" for T, v in sorted(by_T.items())))
+
+
 def _options_line(runs: list[dict], task: str) -> str | None:
     o = next((r["options"] for r in runs if r["task"] == task and "options" in r), None)
     if o is None:
@@ -245,7 +273,8 @@ def _markdown(args, command: str, table: dict, runs: list[dict], wall: float) ->
                 failed = "" if e is None or not e["errors"] else f" ({len(e['errors'])} failed)"
                 cells.append(f"{ours}{seeds}{failed} ({_fmt(task, PAPER[task].get(mode, {}).get(T))})")
             lines.append(f"| {mode} | " + " | ".join(cells) + " |")
-        heads = [h for m in MODES[1:] if (h := _headline(task, modes, m)) is not None]
+        heads = [h for m in MODES[1:] for h in (_headline(task, modes, m), _ratio_line(task, modes, m),
+                                                 _truth_line(task, runs, m)) if h is not None]
         if heads:
             lines += [""] + [f"- {h}" for h in heads]
         if task == "ptb":
