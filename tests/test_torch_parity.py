@@ -109,8 +109,8 @@ def test_fifty_windows_of_the_copy_command_match_pytorch(mode, tmp_path):
         windows.append(next_window(T))
         return windows[-1]
 
-    def train_both(x, loss_grad, episode_end=None):
-        loss = ours_window(x, loss_grad, episode_end=episode_end)
+    def train_both(x, loss_grad, **options):
+        loss = ours_window(x, loss_grad, **options)
         w = windows[-1]
         losses.append((float(loss), float(theirs.train_window(w.x, w.target, w.mask, w.episode_end))))
         return loss
