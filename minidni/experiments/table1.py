@@ -32,6 +32,7 @@ from pathlib import Path
 
 from minidni import backend
 from minidni.cli import MAX_SEED, int_range, make_parser, output_path, positive_float, positive_int, prepare_out_dir
+from minidni.cli import parse_or_exit
 from minidni.cli import probability, run_command, seed_int
 from minidni.experiments.feedforward import _options, check_fits, load_dataset
 from minidni.experiments.feedforward import make_parser as make_mnist_parser
@@ -348,10 +349,9 @@ def _sweep(args) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_or_exit(parser, argv)
+    if isinstance(args, int):  # --help, or a bad option already reported in one line
+        return args
 
     def body() -> int:
         _check_grid(args)
