@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from minidni import backend, models
-from minidni.cli import int_range, make_parser, output_path, positive_int, prepare_out_file, run_command, seed_int
-from minidni.cli import parse_or_exit
+from minidni.cli import (int_range, make_parser, output_path, parse_or_exit, positive_int, prepare_out_file,
+                         run_command, seed_int)
 from minidni.dni.feedforward import METHODS, build_trainer
 from minidni.bench.machine import blas_info
 from minidni.io import write_json

@@ -39,9 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from minidni import backend
-from minidni.cli import make_parser, nonnegative_int, output_path, positive_int, prepare_out_file, run_command
-from minidni.cli import parse_or_exit
-from minidni.cli import seed_int
+from minidni.cli import (make_parser, nonnegative_int, output_path, parse_or_exit, positive_int, prepare_out_file,
+                         run_command, seed_int)
 from minidni.functional import (conv2d_backward, conv2d_forward, linear_backward, linear_forward, lstm_backward,
                                 lstm_forward)
 from minidni.bench.machine import blas_info

@@ -58,9 +58,8 @@ from pathlib import Path
 import numpy as np
 
 from minidni import models
-from minidni.cli import TrainingDiverged, UsageError, int_range, make_parser, output_path, positive_float, positive_int
-from minidni.cli import parse_or_exit
-from minidni.cli import prepare_out_file, run_command, seed_int
+from minidni.cli import (TrainingDiverged, UsageError, int_range, make_parser, output_path, parse_or_exit,
+                         positive_float, positive_int, prepare_out_file, run_command, seed_int)
 from minidni.distributed.batches import batch_indices
 from minidni.distributed.pipeline import Pipeline, balanced_groups, init_ray, require_ray, spawn_workers
 from minidni.dni.feedforward import build_trainer, error_percent, raise_if_diverged

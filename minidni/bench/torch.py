@@ -67,8 +67,8 @@ from pathlib import Path
 import numpy as np
 
 from minidni import backend, models
-from minidni.cli import UsageError, make_parser, output_path, positive_int, prepare_out_file, run_command, seed_int
-from minidni.cli import parse_or_exit
+from minidni.cli import (UsageError, make_parser, output_path, parse_or_exit, positive_int, prepare_out_file,
+                         run_command, seed_int)
 from minidni.dni.feedforward import build_trainer
 from minidni.dni.recurrent import RecurrentTrainer, copy_loss
 from minidni.functional.lstm import lstm_backward, lstm_forward

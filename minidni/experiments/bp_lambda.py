@@ -41,9 +41,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from minidni import backend
-from minidni.cli import int_range, make_parser, output_path, positive_float, positive_int, probability, run_command
-from minidni.cli import parse_or_exit
-from minidni.cli import seed_int
+from minidni.cli import (int_range, make_parser, output_path, parse_or_exit, positive_float, positive_int,
+                         probability, run_command, seed_int)
 from minidni.experiments import feedforward, recurrent
 from minidni.experiments.grid import Cell, CellResult, add_grid_args, check_distinct, check_extra, finished_summary
 from minidni.experiments.grid import fresh_cell, parse_cell_options, plain_name, read_summary, run_grid, write_grid

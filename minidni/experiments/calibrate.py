@@ -32,8 +32,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from minidni.cli import UsageError, make_parser, output_path, positive_int, prepare_out_dir, run_command, seed_int
-from minidni.cli import parse_or_exit
+from minidni.cli import (UsageError, make_parser, output_path, parse_or_exit, positive_int, prepare_out_dir,
+                         run_command, seed_int)
 from minidni.experiments import table2
 from minidni.experiments.grid import add_grid_args, check_distinct, plain_name
 from minidni.io import portable_paths, write_json, write_text

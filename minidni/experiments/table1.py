@@ -31,9 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from minidni import backend
-from minidni.cli import MAX_SEED, int_range, make_parser, output_path, positive_float, positive_int, prepare_out_dir
-from minidni.cli import parse_or_exit
-from minidni.cli import probability, run_command, seed_int
+from minidni.cli import (MAX_SEED, int_range, make_parser, output_path, parse_or_exit, positive_float, positive_int,
+                         prepare_out_dir, probability, run_command, seed_int)
 from minidni.experiments.feedforward import _options, check_fits, load_dataset
 from minidni.experiments.feedforward import make_parser as make_mnist_parser
 from minidni.experiments.grid import Cell, add_grid_args, check_distinct, choose_executor, read_summary, run_cells

@@ -40,8 +40,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from minidni import backend
-from minidni.cli import UsageError, make_parser, output_path, positive_float, positive_int, run_command, seed_int
-from minidni.cli import parse_or_exit
+from minidni.cli import (UsageError, make_parser, output_path, parse_or_exit, positive_float, positive_int,
+                         run_command, seed_int)
 from minidni.dni.recurrent import MODES
 from minidni.experiments import recurrent
 from minidni.experiments.grid import Cell, CellResult, add_grid_args, check_distinct, check_extra, finished_summary
