@@ -174,6 +174,15 @@ def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return _Parser(prog=prog, description=description, formatter_class=_DefaultsFormatter)
 
 
+def parse_or_exit(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """``parser.parse_args(argv)`` (``sys.argv[1:]`` when None), or the code argparse exited with: 0 after
+    ``--help``, 2 after a bad option (its one line already printed). A command's ``main`` returns the int."""
+    try:
+        return parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
 def run_command(prog: str, body: Callable[[], int | None]) -> int:
     """Run ``body``; expected failures become ``prog: error: ...`` and exit 2."""
     # Imported here so that the data package stays optional for commands that do not use it.

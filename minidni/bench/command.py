@@ -38,7 +38,7 @@ from tqdm import tqdm
 from minidni import backend
 from minidni.bench.machine import blas_info
 from minidni.bench.recurrent import _load_average, _train_block, _windows
-from minidni.cli import make_parser, output_path, positive_int, prepare_out_file, run_command, seed_int
+from minidni.cli import make_parser, output_path, parse_or_exit, positive_int, prepare_out_file, run_command, seed_int
 from minidni.dni.recurrent import MODES
 from minidni.experiments import recurrent
 from minidni.io import write_json
@@ -133,10 +133,9 @@ def table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_or_exit(parser, argv)
+    if isinstance(args, int):  # --help, or a bad option already reported in one line
+        return args
 
     def body() -> int:
         prepare_out_file(args.out)

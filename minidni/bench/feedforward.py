@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from minidni import backend, models
-from minidni.cli import int_range, make_parser, output_path, positive_int, prepare_out_file, run_command, seed_int
+from minidni.cli import (int_range, make_parser, output_path, parse_or_exit, positive_int, prepare_out_file,
+                         run_command, seed_int)
 from minidni.dni.feedforward import METHODS, build_trainer
 from minidni.bench.machine import blas_info
 from minidni.io import write_json
@@ -80,10 +81,9 @@ def main(argv=None) -> int:
     p.add_argument("--backend", choices=backend.BACKENDS, default=os.environ.get(backend.ENV_VAR, "numpy") or "numpy")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", type=output_path, default=Path("figures/bench_feedforward.json"), help="JSON output file")
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_or_exit(p, argv)
+    if isinstance(args, int):  # --help, or a bad option already reported in one line
+        return args
     return run_command(PROG, lambda: _run(args))
 
 

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from minidni.cli import UsageError, make_parser, output_path, positive_int, prepare_out_dir, run_command
+from minidni.cli import UsageError, make_parser, output_path, parse_or_exit, positive_int, prepare_out_dir, run_command
 from minidni.io import write_json
 
 PROG = "python -m minidni.bench gpu"
@@ -163,10 +163,9 @@ def _torch_help(python: str) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_or_exit(parser, argv)
+    if isinstance(args, int):  # --help, or a bad option already reported in one line
+        return args
 
     def body() -> int:
         gpus, cuda = nvidia_gpus()

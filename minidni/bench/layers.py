@@ -31,7 +31,6 @@ Writes ``--out`` (default figures/bench_layers.json) atomically and prints a tab
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import time
@@ -40,8 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from minidni import backend
-from minidni.cli import make_parser, nonnegative_int, output_path, positive_int, prepare_out_file, run_command
-from minidni.cli import seed_int
+from minidni.cli import (make_parser, nonnegative_int, output_path, parse_or_exit, positive_int, prepare_out_file,
+                         run_command, seed_int)
 from minidni.functional import (conv2d_backward, conv2d_forward, linear_backward, linear_forward, lstm_backward,
                                 lstm_forward)
 from minidni.bench.machine import blas_info
@@ -206,10 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of the random inputs")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test, not a measurement)")
     parser.add_argument("--out", type=output_path, default=Path("figures/bench_layers.json"), help="JSON file to write")
-    try:
-        args: argparse.Namespace = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a bad option (2), message already printed
-        return int(exc.code or 0)
+    args = parse_or_exit(parser, argv)
+    if isinstance(args, int):  # --help, or a bad option already reported in one line
+        return args
 
     def body() -> int:
         prepare_out_file(args.out)

@@ -56,7 +56,7 @@ from typing import NamedTuple
 import numpy as np
 
 from minidni import backend
-from minidni.cli import make_parser, output_path, positive_int, prepare_out_file, run_command, seed_int
+from minidni.cli import make_parser, output_path, parse_or_exit, positive_int, prepare_out_file, run_command, seed_int
 from minidni.dni.recurrent import MODES, RecurrentTrainer, copy_loss
 from minidni.bench.machine import blas_info
 from minidni.io import write_json
@@ -302,13 +302,12 @@ def _profile_text(run: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-        if args.quick:  # tiny defaults; what the user gave explicitly wins
-            parser.set_defaults(**QUICK)
-            args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a bad option (2), message already printed
-        return int(exc.code or 0)
+    args = parse_or_exit(parser, argv)
+    if not isinstance(args, int) and args.quick:  # tiny defaults; what the user gave explicitly wins
+        parser.set_defaults(**QUICK)
+        args = parse_or_exit(parser, argv)
+    if isinstance(args, int):  # --help, or a bad option already reported in one line
+        return args
 
     def body() -> int:
         prepare_out_file(args.out)

@@ -67,7 +67,8 @@ from pathlib import Path
 import numpy as np
 
 from minidni import backend, models
-from minidni.cli import UsageError, make_parser, output_path, positive_int, prepare_out_file, run_command, seed_int
+from minidni.cli import (UsageError, make_parser, output_path, parse_or_exit, positive_int, prepare_out_file,
+                         run_command, seed_int)
 from minidni.dni.feedforward import build_trainer
 from minidni.dni.recurrent import RecurrentTrainer, copy_loss
 from minidni.functional.lstm import lstm_backward, lstm_forward
@@ -530,10 +531,9 @@ def _reexec_without_blas_env(argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_or_exit(parser, argv)
+    if isinstance(args, int):  # --help, or a bad option already reported in one line
+        return args
     args.argv = argv
     if args.quick:
         args.rounds, args.steps, args.windows = min(args.rounds, 2), min(args.steps, 2), min(args.windows, 3)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from minidni.cli import float_range, make_parser, run_command
+from minidni.cli import float_range, make_parser, parse_or_exit, run_command
 from minidni.data.download import DATASETS, DEFAULT_TIMEOUT, dataset_files, ensure_files
 from minidni.data.paths import resolve_data_dir
 
@@ -41,10 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="data folder (default: $MINIDNI_DATA, then the user cache folder)")
     parser.add_argument("--timeout", type=float_range(0.0, 3600.0, lo_open=True), default=DEFAULT_TIMEOUT,
                         help="seconds per network operation, > 0 and at most 3600")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a bad option (2), message already printed
-        return int(exc.code or 0)
+    args = parse_or_exit(parser, argv)
+    if isinstance(args, int):  # --help, or a bad option already reported in one line
+        return args
     unknown = [d for d in args.datasets if d not in DATASETS]
     if unknown:
         parser.error(f"unknown dataset {unknown[0]!r}; choose from {', '.join(DATASETS)}")

@@ -41,8 +41,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from minidni import backend
-from minidni.cli import int_range, make_parser, output_path, positive_float, positive_int, probability, run_command
-from minidni.cli import seed_int
+from minidni.cli import (int_range, make_parser, output_path, parse_or_exit, positive_float, positive_int,
+                         probability, run_command, seed_int)
 from minidni.experiments import feedforward, recurrent
 from minidni.experiments.grid import Cell, CellResult, add_grid_args, check_distinct, check_extra, finished_summary
 from minidni.experiments.grid import fresh_cell, parse_cell_options, plain_name, read_summary, run_grid, write_grid
@@ -318,10 +318,9 @@ def _plot(table: dict, runs: list[dict], args, path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_or_exit(parser, argv)
+    if isinstance(args, int):  # --help, or a bad option already reported in one line
+        return args
 
     def body() -> int:
         _check_grid(args)

@@ -32,7 +32,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from minidni.cli import UsageError, make_parser, output_path, positive_int, prepare_out_dir, run_command, seed_int
+from minidni.cli import (UsageError, make_parser, output_path, parse_or_exit, positive_int, prepare_out_dir,
+                         run_command, seed_int)
 from minidni.experiments import table2
 from minidni.experiments.grid import add_grid_args, check_distinct, plain_name
 from minidni.io import portable_paths, write_json, write_text
@@ -138,10 +139,9 @@ def _markdown(args, command: str, results: dict, wall: float) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_or_exit(parser, argv)
+    if isinstance(args, int):  # --help, or a bad option already reported in one line
+        return args
 
     def body() -> int:
         check_distinct(args, ("tasks", "T", "seeds", "phases", "units"))

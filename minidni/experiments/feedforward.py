@@ -45,9 +45,9 @@ from typing import NamedTuple
 import numpy as np
 
 from minidni import backend, models
-from minidni.cli import UsageError, add_common_args, check_memory, make_parser as _make_parser
-from minidni.cli import int_range, nonnegative_int, positive_float, positive_int, prepare_out_dir, probability
-from minidni.cli import comparable_options, run_command
+from minidni.cli import (UsageError, add_common_args, check_memory, comparable_options, int_range,
+                         make_parser as _make_parser, nonnegative_int, parse_or_exit, positive_float, positive_int,
+                         prepare_out_dir, probability, run_command)
 from minidni.distributed.state import load_module_state, load_regressor_state, trainer_state
 from minidni.dni.feedforward import METHODS, SG_TARGETS, build_trainer, error_percent, raise_if_diverged
 from minidni.io import CheckpointError, load_checkpoint, save_checkpoint, save_figure, write_json
@@ -429,10 +429,9 @@ def _main(dataset: str, argv: Sequence[str] | None, load: Callable[[Path | None]
 
     parser = make_parser(dataset)
     add_pipeline_args(parser)  # --workers K: the same training on a pipeline of Ray workers
-    try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:  # --help, or a bad option already reported in one line
-        return int(exc.code or 0)
+    args = parse_or_exit(parser, argv)
+    if isinstance(args, int):  # --help, or a bad option already reported in one line
+        return args
 
     def body() -> int:
         check_options(args)

@@ -66,7 +66,8 @@ import numpy as np
 
 from minidni import backend
 from minidni.cli import (TrainingDiverged, UsageError, add_common_args, int_range, make_parser as _make_parser,
-                         nonnegative_float, positive_float, positive_int, prepare_out_dir, run_command, seed_int)
+                         nonnegative_float, parse_or_exit, positive_float, positive_int, prepare_out_dir, run_command,
+                         seed_int)
 from minidni.dni.multinet import MODES, SG_CONDITIONS, TwoClockTrainer
 from minidni.io import CheckpointError, load_checkpoint, save_checkpoint, save_figure, write_json, write_text
 from minidni.tasks.odd_digits import OddDigitStream
@@ -447,10 +448,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m minidni.run multinet``."""
     parser = make_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, or a bad option already reported in one line
-        return int(exc.code or 0)
+    args = parse_or_exit(parser, argv)
+    if isinstance(args, int):  # --help, or a bad option already reported in one line
+        return args
     command = " ".join(["python -m minidni.run multinet", *map(shlex.quote, argv)])
 
     def body() -> int:

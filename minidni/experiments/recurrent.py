@@ -77,9 +77,9 @@ from pathlib import Path
 import numpy as np
 
 from minidni import backend
-from minidni.cli import TrainingDiverged, UsageError, add_common_args, check_memory, make_parser as _make_parser
-from minidni.cli import nonnegative_float, nonnegative_int, positive_float, positive_int, prepare_out_dir, probability
-from minidni.cli import comparable_options, run_command
+from minidni.cli import (TrainingDiverged, UsageError, add_common_args, check_memory, comparable_options,
+                         make_parser as _make_parser, nonnegative_float, nonnegative_int, parse_or_exit,
+                         positive_float, positive_int, prepare_out_dir, probability, run_command)
 from minidni.dni.future import compare, future_gradient
 from minidni.dni.recurrent import MODES, QUANTITY, RESETS, SG_TARGETS, RecurrentTrainer, char_loss, copy_loss
 from minidni.io import CheckpointError, load_checkpoint, save_checkpoint, save_figure, write_json
@@ -660,10 +660,9 @@ def run(args: argparse.Namespace, task: str, data=None, prog: str = "minidni") -
 
 def _main(task: str, argv: Sequence[str] | None) -> int:
     parser = make_parser(task)
-    try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:  # --help, or a bad option already reported in one line
-        return int(exc.code or 0)
+    args = parse_or_exit(parser, argv)
+    if isinstance(args, int):  # --help, or a bad option already reported in one line
+        return args
 
     def body() -> int:
         check_before_work(task, args)

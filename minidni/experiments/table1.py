@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from minidni import backend
-from minidni.cli import MAX_SEED, int_range, make_parser, output_path, positive_float, positive_int, prepare_out_dir
-from minidni.cli import probability, run_command, seed_int
+from minidni.cli import (MAX_SEED, int_range, make_parser, output_path, parse_or_exit, positive_float, positive_int,
+                         prepare_out_dir, probability, run_command, seed_int)
 from minidni.experiments.feedforward import _options, check_fits, load_dataset
 from minidni.experiments.feedforward import make_parser as make_mnist_parser
 from minidni.experiments.grid import Cell, add_grid_args, check_distinct, choose_executor, read_summary, run_cells
@@ -348,10 +348,9 @@ def _sweep(args) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_or_exit(parser, argv)
+    if isinstance(args, int):  # --help, or a bad option already reported in one line
+        return args
 
     def body() -> int:
         _check_grid(args)

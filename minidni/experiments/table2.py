@@ -40,7 +40,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from minidni import backend
-from minidni.cli import UsageError, make_parser, output_path, positive_float, positive_int, run_command, seed_int
+from minidni.cli import (UsageError, make_parser, output_path, parse_or_exit, positive_float, positive_int,
+                         run_command, seed_int)
 from minidni.dni.recurrent import MODES
 from minidni.experiments import recurrent
 from minidni.experiments.grid import Cell, CellResult, add_grid_args, check_distinct, check_extra, finished_summary
@@ -334,10 +335,9 @@ def _plot(table: dict, args, path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_or_exit(parser, argv)
+    if isinstance(args, int):  # --help, or a bad option already reported in one line
+        return args
 
     def body() -> int:
         if "ptb" in args.tasks and args.data_dir is None and not os.environ.get("MINIDNI_DATA"):
@@ -348,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells = _cells(args)
         for cell in cells:  # every run's options checked before any starts
             cell["options"] = _cell_options(args, cell)
+
         def line(r: dict) -> str:
             res = r.get(METRIC[r["task"]]) if "error" not in r else f"FAILED: {r['error']} (command: {r['command']})"
             return f"{r['task']} {r['mode']} T={r['T']} seed {r['seed']}: {res}"
