@@ -247,9 +247,6 @@ def write_grid(prog: str, base: Path, runs: list[dict], wall: float, *, markdown
 
 
 def _run_inline(cells: Sequence[Cell]) -> Iterator[tuple[Cell, CellResult]]:
-    import contextlib  # noqa: PLC0415
-    import io  # noqa: PLC0415
-
     from minidni.run import main  # noqa: PLC0415  (the same entry point as the processes' command line)
 
     for cell in cells:
