@@ -22,7 +22,7 @@ def test_time_to_reach_the_reference_and_the_files(tmp_path, capsys):
     assert ptb_time.time_to_reach(json.loads((dni / "summary.json").read_text())["evals"], 2.1) == 12.0
     assert ptb_time.main([str(ref), str(dni), str(slow), "--figures", str(tmp_path / "fig")]) == 0
     md = (tmp_path / "fig" / "ptb_time.md").read_text()
-    assert "best validation BPC of **bptt T=40 (H=8, B=4)**, 2.100" in md
+    assert "best validation BPC of **bptt T=40 (H=8, B=4)**, 2.100" in md and "--figures" in md
     assert "| dni T=8 (H=8, B=4) | 1500 | 48,000 |" in md and "| 12 | 2.50x as fast |" in md
     assert "| not reached | – |" in md and (tmp_path / "fig" / "ptb_time.png").stat().st_size > 1000
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -122,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prepare_out_dir(args.figures, option="--figures")
         if any(math.isnan(s.get("valid_bpc", math.nan)) for s in runs):
             raise UsageError("a run has no validation BPC (it diverged); drop it from the list")
-        command = PROG + " " + " ".join(portable_paths([str(r) for r in args.runs]))
+        command = PROG + " " + shlex.join(portable_paths(list(sys.argv[1:] if argv is None else argv)))
         base = args.figures / args.name
         write_text(base.with_suffix(".md"), _markdown(runs, args.reference, command))
         _plot(runs, args.reference, base.with_suffix(".png"))
