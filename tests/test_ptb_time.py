@@ -9,7 +9,7 @@ def _run(folder, mode, T, evals, steps):
     folder.mkdir(parents=True)
     summary = {"task": "ptb", "mode": mode, "T": T, "steps": steps, "steps_per_second": 100.0,
                "train_seconds": evals[-1][1], "valid_bpc": min(v for _, _, v in evals), "test_bpc": 2.0,
-               "options": {"hidden": 8, "batch": 4},
+               "options": {"hidden": 8, "batch": 4, "sg_scale": 0.1},
                "evals": [{"step": s, "train_seconds": t, "valid_bpc": v} for s, t, v in evals]}
     (folder / "summary.json").write_text(json.dumps(summary))
     return folder
@@ -23,7 +23,7 @@ def test_time_to_reach_the_reference_and_the_files(tmp_path, capsys):
     assert ptb_time.main([str(ref), str(dni), str(slow), "--figures", str(tmp_path / "fig")]) == 0
     md = (tmp_path / "fig" / "ptb_time.md").read_text()
     assert "best validation BPC of **bptt T=40 (H=8, B=4)**, 2.100" in md and "--figures" in md
-    assert "| dni T=8 (H=8, B=4) | 1500 | 48,000 |" in md and "| 12 | 2.50x as fast |" in md
+    assert "| dni T=8 (H=8, B=4, sg-scale 0.1) | 1500 | 48,000 |" in md and "| 12 | 2.50x as fast |" in md
     assert "| not reached | – |" in md and (tmp_path / "fig" / "ptb_time.png").stat().st_size > 1000
 
 

@@ -62,7 +62,8 @@ def time_to_reach(evals: list[dict], bpc: float) -> float | None:
 
 def _label(s: dict) -> str:
     o = s["options"]
-    return f"{s['mode']} T={s['T']} (H={o['hidden']}, B={o['batch']})"
+    sg = "" if s["mode"] == "bptt" else f", sg-scale {o['sg_scale']:g}"
+    return f"{s['mode']} T={s['T']} (H={o['hidden']}, B={o['batch']}{sg})"
 
 
 def _characters(s: dict, step: int) -> int:
