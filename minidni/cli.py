@@ -183,6 +183,16 @@ def parse_or_exit(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -
         return int(exc.code or 0)
 
 
+def command_main(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                 body: Callable[[argparse.Namespace], int | None]) -> int:
+    """A command's ``main``: parse ``argv`` (:func:`parse_or_exit`), then ``body(args)`` as :func:`run_command`
+    runs it; argparse's exit code instead when it stopped (``--help``, a bad option)."""
+    args = parse_or_exit(parser, argv)
+    if isinstance(args, int):  # --help, or a bad option already reported in one line
+        return args
+    return run_command(prog, lambda: body(args))
+
+
 def run_command(prog: str, body: Callable[[], int | None]) -> int:
     """Run ``body``; expected failures become ``prog: error: ...`` and exit 2."""
     # Imported here so that the data package stays optional for commands that do not use it.

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from minidni import backend
 from minidni.bench.machine import blas_info
 from minidni.bench.recurrent import _load_average, _train_block, _windows
-from minidni.cli import make_parser, output_path, parse_or_exit, positive_int, prepare_out_file, run_command, seed_int
+from minidni.cli import command_main, make_parser, output_path, positive_int, prepare_out_file, seed_int
 from minidni.dni.recurrent import MODES
 from minidni.experiments import recurrent
 from minidni.io import write_json
@@ -132,16 +132,11 @@ def table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parse_or_exit(parser, argv)
-    if isinstance(args, int):  # --help, or a bad option already reported in one line
-        return args
-
-    def body() -> int:
+    def body(args: argparse.Namespace) -> int:
         prepare_out_file(args.out)
         result = measure(args)
         print(table(result))
         print(f"wrote {write_json(args.out, result)}")
         return 0
 
-    return run_command(PROG, body)
+    return command_main(PROG, _parser(), argv, body)

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from minidni.cli import UsageError, make_parser, output_path, parse_or_exit, positive_int, prepare_out_dir, run_command
+from minidni.cli import UsageError, command_main, make_parser, output_path, positive_int, prepare_out_dir
 from minidni.io import write_json
 
 PROG = "python -m minidni.bench gpu"
@@ -162,12 +162,7 @@ def _torch_help(python: str) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parse_or_exit(parser, argv)
-    if isinstance(args, int):  # --help, or a bad option already reported in one line
-        return args
-
-    def body() -> int:
+    def body(args: argparse.Namespace) -> int:
         gpus, cuda = nvidia_gpus()
         if not gpus:
             raise UsageError(f"no NVIDIA GPU on this machine ({cuda}); run it on one that has a GPU and its driver")
@@ -201,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               + (f"; cannot run here: {', '.join(not_run)}" if not_run else "") + f"; report in {out / 'gpu_check.json'}")
         return 1 if failed else 0
 
-    return run_command(PROG, body)
+    return command_main(PROG, _parser(), argv, body)
 
 
 if __name__ == "__main__":

@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from minidni import backend
-from minidni.cli import (make_parser, nonnegative_int, output_path, parse_or_exit, positive_int, prepare_out_file,
-                         run_command, seed_int)
+from minidni.cli import (command_main, make_parser, nonnegative_int, output_path, positive_int, prepare_out_file,
+                         seed_int)
 from minidni.functional import (conv2d_backward, conv2d_forward, linear_backward, linear_forward, lstm_backward,
                                 lstm_forward)
 from minidni.bench.machine import blas_info
@@ -205,11 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of the random inputs")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test, not a measurement)")
     parser.add_argument("--out", type=output_path, default=Path("figures/bench_layers.json"), help="JSON file to write")
-    args = parse_or_exit(parser, argv)
-    if isinstance(args, int):  # --help, or a bad option already reported in one line
-        return args
-
-    def body() -> int:
+    def body(args) -> int:
         prepare_out_file(args.out)
         xp = backend.set_backend(args.backend)
         result = run(SIZES["quick" if args.quick else "full"], xp, args.repeats, args.warmup, args.seed)
@@ -218,4 +214,4 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {write_json(args.out, result)}")
         return 0
 
-    return run_command(PROG, body)
+    return command_main(PROG, parser, argv, body)

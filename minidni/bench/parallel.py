@@ -58,8 +58,8 @@ from pathlib import Path
 import numpy as np
 
 from minidni import models
-from minidni.cli import (TrainingDiverged, UsageError, int_range, make_parser, output_path, parse_or_exit,
-                         positive_float, positive_int, prepare_out_file, run_command, seed_int)
+from minidni.cli import (TrainingDiverged, UsageError, command_main, int_range, make_parser, output_path,
+                         positive_float, positive_int, prepare_out_file, seed_int)
 from minidni.distributed.batches import batch_indices
 from minidni.distributed.pipeline import Pipeline, balanced_groups, init_ray, require_ray, spawn_workers
 from minidni.dni.feedforward import build_trainer, error_percent, raise_if_diverged
@@ -250,15 +250,11 @@ def main(argv=None) -> int:
                    help="JSON output file; the figure goes beside it (.png)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_or_exit(p, argv)
-    if isinstance(args, int):  # --help, or a bad option already reported in one line
-        return args
-
-    def body() -> int:
+    def body(args: argparse.Namespace) -> int:
         prepare_out_file(args.out)
         return _run(args, " ".join([PROG, *argv]))
 
-    return run_command(PROG, body)
+    return command_main(PROG, p, argv, body)
 
 
 def _data(args) -> tuple:

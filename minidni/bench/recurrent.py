@@ -56,7 +56,7 @@ from typing import NamedTuple
 import numpy as np
 
 from minidni import backend
-from minidni.cli import make_parser, output_path, parse_or_exit, positive_int, prepare_out_file, run_command, seed_int
+from minidni.cli import command_main, make_parser, output_path, parse_or_exit, positive_int, prepare_out_file, seed_int
 from minidni.dni.recurrent import MODES, RecurrentTrainer, copy_loss
 from minidni.bench.machine import blas_info
 from minidni.io import write_json
@@ -303,13 +303,12 @@ def _profile_text(run: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parse_or_exit(parser, argv)
-    if not isinstance(args, int) and args.quick:  # tiny defaults; what the user gave explicitly wins
-        parser.set_defaults(**QUICK)
-        args = parse_or_exit(parser, argv)
     if isinstance(args, int):  # --help, or a bad option already reported in one line
         return args
+    if args.quick:  # tiny defaults; what the user gave explicitly wins (command_main parses again)
+        parser.set_defaults(**QUICK)
 
-    def body() -> int:
+    def body(args: argparse.Namespace) -> int:
         prepare_out_file(args.out)
         result = measure(args)
         print(table(result))
@@ -317,4 +316,4 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {write_json(args.out, result)}")
         return 0
 
-    return run_command(PROG, body)
+    return command_main(PROG, parser, argv, body)

@@ -41,8 +41,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from minidni import backend
-from minidni.cli import (int_range, make_parser, output_path, parse_or_exit, positive_float, positive_int,
-                         probability, run_command, seed_int)
+from minidni.cli import (command_main, int_range, make_parser, output_path, positive_float, positive_int, probability,
+                         seed_int)
 from minidni.experiments import feedforward, recurrent
 from minidni.experiments.grid import Cell, CellResult, add_grid_args, check_distinct, check_extra, finished_summary
 from minidni.experiments.grid import fresh_cell, parse_cell_options, plain_name, read_summary, run_grid, write_grid
@@ -317,12 +317,8 @@ def _plot(table: dict, runs: list[dict], args, path: Path) -> None:
 # -- the command ----------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _parser()
-    args = parse_or_exit(parser, argv)
-    if isinstance(args, int):  # --help, or a bad option already reported in one line
-        return args
 
-    def body() -> int:
+    def body(args: argparse.Namespace) -> int:
         _check_grid(args)
         backend.set_backend(args.backend)  # CuPy asked for but unusable: one line now, not one per run
         backend.set_backend("numpy")
@@ -351,4 +347,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return write_grid(PROG, args.figures / args.name, runs, wall, markdown=_markdown(args, command, table, runs, wall),
                           payload=payload, plot=lambda path: _plot(table, runs, args, path))
 
-    return run_command(PROG, body)
+    return command_main(PROG, _parser(), argv, body)

@@ -32,8 +32,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from minidni.cli import (UsageError, make_parser, output_path, parse_or_exit, positive_int, prepare_out_dir,
-                         run_command, seed_int)
+from minidni.cli import UsageError, command_main, make_parser, output_path, positive_int, prepare_out_dir, seed_int
 from minidni.experiments import table2
 from minidni.experiments.grid import add_grid_args, check_distinct, plain_name
 from minidni.io import portable_paths, write_json, write_text
@@ -138,12 +137,8 @@ def _markdown(args, command: str, results: dict, wall: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _parser()
-    args = parse_or_exit(parser, argv)
-    if isinstance(args, int):  # --help, or a bad option already reported in one line
-        return args
 
-    def body() -> int:
+    def body(args: argparse.Namespace) -> int:
         check_distinct(args, ("tasks", "T", "seeds", "phases", "units"))
         missing = sorted(T for T in args.T if T not in table2.PAPER["copy"]["bptt"])
         if missing:
@@ -175,4 +170,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: wrote {base}.md, .json ({wall / 60:.1f} min)", flush=True)
         return status
 
-    return run_command(PROG, body)
+    return command_main(PROG, _parser(), argv, body)

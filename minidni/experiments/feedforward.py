@@ -45,9 +45,9 @@ from typing import NamedTuple
 import numpy as np
 
 from minidni import backend, models
-from minidni.cli import (UsageError, add_common_args, check_memory, comparable_options, int_range,
-                         make_parser as _make_parser, nonnegative_int, parse_or_exit, positive_float, positive_int,
-                         prepare_out_dir, probability, run_command)
+from minidni.cli import (UsageError, add_common_args, check_memory, command_main, comparable_options, int_range,
+                         make_parser as _make_parser, nonnegative_int, positive_float, positive_int, prepare_out_dir,
+                         probability)
 from minidni.distributed.state import load_module_state, load_regressor_state, trainer_state
 from minidni.dni.feedforward import METHODS, SG_TARGETS, build_trainer, error_percent, raise_if_diverged
 from minidni.io import CheckpointError, load_checkpoint, save_checkpoint, save_figure, write_json
@@ -429,11 +429,7 @@ def _main(dataset: str, argv: Sequence[str] | None, load: Callable[[Path | None]
 
     parser = make_parser(dataset)
     add_pipeline_args(parser)  # --workers K: the same training on a pipeline of Ray workers
-    args = parse_or_exit(parser, argv)
-    if isinstance(args, int):  # --help, or a bad option already reported in one line
-        return args
-
-    def body() -> int:
+    def body(args: argparse.Namespace) -> int:
         check_options(args)
         check_fits(args, dataset)
         check_before_loading(args)  # Ray missing or pipeline-only options: one line before the data loads
@@ -452,7 +448,7 @@ def _main(dataset: str, argv: Sequence[str] | None, load: Callable[[Path | None]
               f"summary in {args.out / 'summary.json'}")
         return 0
 
-    return run_command(parser.prog, body)
+    return command_main(parser.prog, parser, argv, body)
 
 
 def main_mnist(argv: Sequence[str] | None = None, *, load: Callable[[Path | None], Dataset] | None = None) -> int:

@@ -25,8 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from minidni.cli import (UsageError, make_parser, nonnegative_int, output_path, parse_or_exit, prepare_out_dir,
-                         run_command)
+from minidni.cli import UsageError, command_main, make_parser, nonnegative_int, output_path, prepare_out_dir
 from minidni.experiments.grid import plain_name, read_summary
 from minidni.io import portable_paths, save_figure, write_text
 
@@ -112,12 +111,7 @@ def _plot(runs: list[dict], ref: int, path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parse_or_exit(parser, argv)
-    if isinstance(args, int):  # --help, or a bad option already reported in one line
-        return args
-
-    def body() -> int:
+    def body(args: argparse.Namespace) -> int:
         if args.reference >= len(args.runs):
             raise UsageError(f"--reference {args.reference} is not one of the {len(args.runs)} runs given; "
                              f"accepted: 0 to {len(args.runs) - 1}")
@@ -132,4 +126,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: wrote {base}.md, .png")
         return 0
 
-    return run_command(PROG, body)
+    return command_main(PROG, _parser(), argv, body)

@@ -87,9 +87,9 @@ from pathlib import Path
 import numpy as np
 
 from minidni import backend
-from minidni.cli import (TrainingDiverged, UsageError, add_common_args, check_memory, comparable_options,
-                         make_parser as _make_parser, nonnegative_float, nonnegative_int, parse_or_exit,
-                         positive_float, positive_int, prepare_out_dir, probability, run_command)
+from minidni.cli import (TrainingDiverged, UsageError, add_common_args, check_memory, command_main,
+                         comparable_options, make_parser as _make_parser, nonnegative_float, nonnegative_int,
+                         positive_float, positive_int, prepare_out_dir, probability)
 from minidni.dni.future import compare, future_gradient
 from minidni.dni.recurrent import MODES, QUANTITY, RESETS, SG_TARGETS, RecurrentTrainer, char_loss, copy_loss
 from minidni.io import CheckpointError, load_checkpoint, save_checkpoint, save_figure, write_json
@@ -671,11 +671,7 @@ def run(args: argparse.Namespace, task: str, data=None, prog: str = "minidni") -
 
 def _main(task: str, argv: Sequence[str] | None) -> int:
     parser = make_parser(task)
-    args = parse_or_exit(parser, argv)
-    if isinstance(args, int):  # --help, or a bad option already reported in one line
-        return args
-
-    def body() -> int:
+    def body(args: argparse.Namespace) -> int:
         check_before_work(task, args)
         data = None
         if task == "ptb":
@@ -688,7 +684,7 @@ def _main(task: str, argv: Sequence[str] | None) -> int:
         run(args, task, data, parser.prog)
         return 0
 
-    return run_command(parser.prog, body)
+    return command_main(parser.prog, parser, argv, body)
 
 
 def main_copy(argv: Sequence[str] | None = None) -> int:

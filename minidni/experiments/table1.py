@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from minidni import backend
-from minidni.cli import (MAX_SEED, int_range, make_parser, output_path, parse_or_exit, positive_float, positive_int,
-                         prepare_out_dir, probability, run_command, seed_int)
+from minidni.cli import (MAX_SEED, command_main, int_range, make_parser, output_path, positive_float, positive_int,
+                         prepare_out_dir, probability, seed_int)
 from minidni.experiments.feedforward import _options, check_fits, load_dataset
 from minidni.experiments.feedforward import make_parser as make_mnist_parser
 from minidni.experiments.grid import Cell, add_grid_args, check_distinct, choose_executor, read_summary, run_cells
@@ -347,12 +347,7 @@ def _sweep(args) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parse_or_exit(parser, argv)
-    if isinstance(args, int):  # --help, or a bad option already reported in one line
-        return args
-
-    def body() -> int:
+    def body(args: argparse.Namespace) -> int:
         _check_grid(args)
         choose_executor(args.executor, args.workers, args.ray_address)  # Ray missing, or an address without it
         load_dataset("mnist", args.data_dir)  # missing or corrupt MNIST: one line now, not one per run
@@ -364,4 +359,4 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         return 0
 
-    return run_command(PROG, body)
+    return command_main(PROG, _parser(), argv, body)

@@ -40,8 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from minidni import backend
-from minidni.cli import (UsageError, make_parser, output_path, parse_or_exit, positive_float, positive_int,
-                         run_command, seed_int)
+from minidni.cli import UsageError, command_main, make_parser, output_path, positive_float, positive_int, seed_int
 from minidni.dni.recurrent import MODES
 from minidni.experiments import recurrent
 from minidni.experiments.grid import Cell, CellResult, add_grid_args, check_distinct, check_extra, finished_summary
@@ -334,12 +333,8 @@ def _plot(table: dict, args, path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _parser()
-    args = parse_or_exit(parser, argv)
-    if isinstance(args, int):  # --help, or a bad option already reported in one line
-        return args
 
-    def body() -> int:
+    def body(args: argparse.Namespace) -> int:
         if "ptb" in args.tasks and args.data_dir is None and not os.environ.get("MINIDNI_DATA"):
             raise UsageError("--tasks ptb needs --data-dir (or $MINIDNI_DATA) pointing at the folder with ptb/")
         _check_grid(args)
@@ -365,4 +360,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return write_grid(PROG, args.figures / args.name, runs, wall, markdown=_markdown(args, command, table, runs, wall),
                           payload=payload, plot=lambda path: _plot(table, args, path))
 
-    return run_command(PROG, body)
+    return command_main(PROG, _parser(), argv, body)
