@@ -36,8 +36,8 @@ import numpy as np
 from tqdm import tqdm
 
 from minidni import backend
-from minidni.bench.machine import blas_info
-from minidni.bench.recurrent import _load_average, _train_block, _windows
+from minidni.bench.machine import blas_info, load_average
+from minidni.bench.recurrent import _train_block, _windows
 from minidni.cli import command_main, make_parser, output_path, positive_int, prepare_out_file, seed_int
 from minidni.dni.recurrent import MODES
 from minidni.experiments import recurrent
@@ -81,7 +81,7 @@ def _command_block(run: recurrent._Run, steps: int) -> tuple[float, float]:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    load_start = _load_average()
+    load_start = load_average()
     fields = ("bare", "bare_cpu", "data", "data_cpu", "command", "command_cpu")
     samples: dict = {m: {k: [] for k in fields} for m in args.modes}
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,7 +110,7 @@ def measure(args: argparse.Namespace) -> dict:
             "timing": "interleaved rounds after an untimed warm-up round; medians over rounds; data generation "
                       "of the bare setup timed separately; CPU fields are process CPU time",
             "machine": {"numpy": np.__version__, "blas": blas_info(), "load_average_start": load_start,
-                        "load_average_end": _load_average()},
+                        "load_average_end": load_average()},
             "runs": out}
 
 

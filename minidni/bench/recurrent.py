@@ -58,7 +58,7 @@ import numpy as np
 from minidni import backend
 from minidni.cli import command_main, make_parser, output_path, parse_or_exit, positive_int, prepare_out_file, seed_int
 from minidni.dni.recurrent import MODES, RecurrentTrainer, copy_loss
-from minidni.bench.machine import blas_info
+from minidni.bench.machine import blas_info, load_average
 from minidni.io import write_json
 from minidni.tasks import CopyTaskStream, Curriculum
 from minidni.tasks.copy import IN_CHANNELS, OUT_CHANNELS
@@ -202,10 +202,6 @@ def _profile_top(profiler: cProfile.Profile, windows: int) -> list[dict]:
     return top
 
 
-def _load_average() -> list[float] | None:
-    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
-
-
 def _machine(xp) -> dict:
     info = {"platform": platform.platform(), "cpus": os.cpu_count(), "numpy": np.__version__,
             "blas_threads": blas_info(),
@@ -222,7 +218,7 @@ def measure(args: argparse.Namespace) -> dict:
     """Run the interleaved rounds; returns the JSON-ready result (``runs``: one entry per (batch, mode))."""
     xp = backend.set_backend(args.backend)
     T, H = args.T, args.hidden
-    load_start = _load_average()
+    load_start = load_average()
     setups = {}
     for B in args.batch:
         for mode in args.modes:
@@ -273,7 +269,7 @@ def measure(args: argparse.Namespace) -> dict:
             "cpu_time_note": "*_cpu fields use process CPU time (all threads): with one BLAS thread it is the time "
                              "a window needs on a core of its own, little changed by other processes' load; with "
                              "several BLAS threads it also counts their spinning, read the wall-clock fields",
-            "machine": {**_machine(xp), "load_average_start": load_start, "load_average_end": _load_average()},
+            "machine": {**_machine(xp), "load_average_start": load_start, "load_average_end": load_average()},
             "runs": runs}
 
 

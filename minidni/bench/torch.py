@@ -67,6 +67,7 @@ from pathlib import Path
 import numpy as np
 
 from minidni import backend, models
+from minidni.bench.machine import load_average
 from minidni.cli import (UsageError, make_parser, output_path, parse_or_exit, positive_int, prepare_out_file,
                          run_command, seed_int)
 from minidni.dni.feedforward import build_trainer
@@ -383,7 +384,7 @@ def measure(args: argparse.Namespace) -> dict:
 
     backend.set_backend("numpy")
     torch.set_num_threads(args.threads)
-    load_start = _load_average()
+    load_start = load_average()
     lstm_shapes, copy_cfg, fcn_cfg = ((QUICK_LSTM, QUICK_COPY, QUICK_FCN) if args.quick
                                       else (LSTM_SHAPES, COPY, FCN))
     rng = np.random.default_rng(args.seed)
@@ -429,10 +430,6 @@ def measure(args: argparse.Namespace) -> dict:
             "machine": _machine(torch, blas, load_start), "items": rows}
 
 
-def _load_average():
-    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
-
-
 def _machine(torch, blas: list, load_start) -> dict:
     removed = json.loads(os.environ.get(REMOVED_ENV, "{}"))
     return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
@@ -447,7 +444,7 @@ def _machine(torch, blas: list, load_start) -> dict:
             "torch_blas": _torch_blas(torch),
             "cupy_gpu_available": backend.cupy_available(),
             "cuda_note": "CPU only: the CuPy-vs-PyTorch-CUDA comparison needs a GPU with both installed",
-            "load_average_start": load_start, "load_average_end": _load_average()}
+            "load_average_start": load_start, "load_average_end": load_average()}
 
 
 def _torch_blas(torch) -> str:
