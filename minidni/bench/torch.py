@@ -8,7 +8,10 @@ default all cores: NumPy's BLAS limited with threadpoolctl, ``torch.set_num_thre
   shape (T=20, N=128, D=64, H=1024): ours :func:`~minidni.functional.lstm_forward`
   and :func:`~minidni.functional.lstm_backward` with a workspace (as the trainer
   runs them), PyTorch ``nn.LSTM``; both compute the weight gradients and the
-  gradients at h0 and c0, neither the one at the input (data).
+  gradients at h0 and c0, neither the one at the input (data). On the CPU
+  ``nn.LSTM`` runs oneDNN's fused LSTM primitive (JIT-compiled gate kernels on all
+  threads); the ``*_no_onednn`` rows time it again with oneDNN switched off, i.e.
+  ATen's own cell, whose structure (BLAS products, per-step gate kernels) is ours.
 - **A Copy training window** (bptt, dni, dni-aux) at H=256, B=64, T=3, Copy N=2:
   ours :meth:`RecurrentTrainer.train_window <minidni.dni.recurrent.RecurrentTrainer.train_window>`
   with :func:`~minidni.dni.recurrent.copy_loss`, the code the ``copy`` command runs
@@ -62,6 +65,7 @@ import re
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -291,8 +295,13 @@ class TorchFCN:
 
 
 # -- measurement ------------------------------------------------------------------------------------
-def _lstm_item(torch, name, shape, rng):
-    """(ours, theirs) closures: one LSTM forward+backward each, same weights and data."""
+def _lstm_item(torch, name, shape, rng, onednn=True):
+    """(ours, theirs) closures: one LSTM forward+backward each, same weights and data.
+
+    ``onednn=False``: PyTorch with oneDNN switched off (``torch.backends.mkldnn.flags``), so
+    ``nn.LSTM`` runs ATen's own cell (its BLAS for the products, one kernel per step for the
+    gates) instead of oneDNN's fused LSTM primitive, which it picks by default on the CPU.
+    """
     T, N, D, H = shape
     host = {"x": rng.standard_normal((T, N, D)), "h0": rng.standard_normal((N, H)) * 0.5,
             "c0": rng.standard_normal((N, H)) * 0.5, "Wx": rng.standard_normal((D, 4 * H)) / math.sqrt(D),
@@ -316,13 +325,15 @@ def _lstm_item(torch, name, shape, rng):
     h0, c0 = t["h0"][None].clone().requires_grad_(), t["c0"][None].clone().requires_grad_()
 
     def theirs():
-        hs, (_, cT) = lstm(t["x"], (h0, c0))
-        torch.autograd.backward([hs, cT], [t["dhs"], t["dcT"][None]])
+        with torch.backends.mkldnn.flags(enabled=onednn):
+            hs, (_, cT) = lstm(t["x"], (h0, c0))
+            torch.autograd.backward([hs, cT], [t["dhs"], t["dcT"][None]])
         lstm.zero_grad()
         h0.grad = c0.grad = None
 
     flops = 3 * T * 2 * N * 4 * H * (D + H)  # forward x Wx + h Wh per step; the backward twice that
-    return {"name": f"lstm_{name}", "work": f"LSTM forward+backward T={T} N={N} D={D} H={H}",
+    suffix, note = ("", "") if onednn else ("_no_onednn", ", PyTorch without oneDNN")
+    return {"name": f"lstm_{name}{suffix}", "work": f"LSTM forward+backward T={T} N={N} D={D} H={H}{note}",
             "unit": "calls", "flops": flops}, ours, theirs
 
 
@@ -388,11 +399,14 @@ def measure(args: argparse.Namespace) -> dict:
     lstm_shapes, copy_cfg, fcn_cfg = ((QUICK_LSTM, QUICK_COPY, QUICK_FCN) if args.quick
                                       else (LSTM_SHAPES, COPY, FCN))
     rng = np.random.default_rng(args.seed)
-    items = [_lstm_item(torch, name, shape, rng) for name, shape in lstm_shapes.items()]
+    warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")  # mkldnn.flags, every call
+    items = [_lstm_item(torch, name, shape, rng, onednn) for name, shape in lstm_shapes.items()
+             for onednn in (True, False)]
     items += [_copy_item(torch, mode, copy_cfg, args.seed, args.torch_adam, args.windows)
               for mode in ("bptt", "dni", "dni-aux")]
     items += [_fcn_item(torch, method, fcn_cfg, args.seed, args.torch_adam) for method in ("bprop", "cdni")]
-    reps = {"lstm_copy": args.steps, "lstm_ptb": max(1, args.steps // 4)}
+    reps = {f"lstm_{shape}{suffix}": n for shape, n in (("copy", args.steps), ("ptb", max(1, args.steps // 4)))
+            for suffix in ("", "_no_onednn")}
     times = {info["name"]: {"ours": [], "theirs": []} for info, _, _ in items}
     with threadpool_limits(limits=args.threads, user_api="blas"):
         blas = threadpool_info()
@@ -458,12 +472,13 @@ def table(result: dict) -> str:
     m = result["machine"]
     kernel = ", ".join(f"{b['internal_api']} {b['version']} {b['architecture']} x{b['num_threads']}"
                        for b in m["numpy_blas"])
+    width = max(len(r["work"]) for r in result["items"])
     lines = [f"minidni vs PyTorch {m['torch']} eager, {result['config']['threads']} threads each; NumPy BLAS: {kernel}; "
              f"removed for this process: {m['blas_env_removed_for_this_process'] or 'nothing'}; "
              f"load {m['load_average_start']} -> {m['load_average_end']}",
-             f"{'work':<62} {'minidni':>10} {'PyTorch':>10} {'ratio':>7}"]
+             f"{'work':<{width}} {'minidni':>10} {'PyTorch':>10} {'ratio':>7}"]
     for r in result["items"]:
-        lines.append(f"{r['work']:<62} {r['minidni_seconds'] * 1e3:8.2f}ms {r['torch_seconds'] * 1e3:8.2f}ms "
+        lines.append(f"{r['work']:<{width}} {r['minidni_seconds'] * 1e3:8.2f}ms {r['torch_seconds'] * 1e3:8.2f}ms "
                      f"{r['ratio']:6.2f}x")
     return "\n".join(lines)
 
