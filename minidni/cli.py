@@ -66,6 +66,17 @@ def float_range(lo: float, hi: float = math.inf, *, lo_open: bool = False) -> Ca
 
 positive_int = int_range(1)
 nonnegative_int = int_range(0)
+
+
+def positive_int_or_auto(text: str) -> int | str:
+    """``auto`` or an integer from 1 (e.g. ``--steps-per-call``)."""
+    if text == "auto":
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto or a number "
+                                         f"(accepted: auto or {positive_int.accepted})") from None
 seed_int = int_range(0, MAX_SEED)
 positive_float = float_range(0.0, lo_open=True)
 nonnegative_float = float_range(0.0)

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from minidni import backend, models
 from minidni.cli import UsageError, run_command
+from minidni.distributed import pipeline as pipeline_module
 from minidni.distributed.batches import batch_indices
 from minidni.distributed.pipeline import (RAY_MISSING, Pipeline, balanced_groups, check_reachable, make_stages,
                                           spawn_workers)
@@ -316,6 +317,31 @@ class TestPipeline:
         assert all(r["placement"]["blas_threads"]["OPENBLAS_NUM_THREADS"] == "1" for r in report)
         assert all(s["max"] == 0 for r in report for s in r["staleness"].values())
 
+    @pytest.mark.parametrize("kw, match", [({"steps_per_call": 0}, "steps_per_call must be 'auto' or a whole number"),
+                                           ({"steps_per_call": 4, "window": 3}, "at least steps_per_call = 4")])
+    def test_bad_steps_per_call_or_window_is_refused(self, pool, kw, match):
+        with pytest.raises(ValueError, match=match):
+            Pipeline(make_trainer("dni"), workers=2, actors=pool[:2], **kw)
+
+    @pytest.mark.parametrize("call_seconds, window, chosen", [(1e3, None, 8), (1e3, 5, 5), (1e-9, None, 1)])
+    def test_auto_steps_per_call_is_chosen_from_the_timed_probe_steps(self, pool, monkeypatch, call_seconds,
+                                                                      window, chosen):
+        """CALL_SECONDS far above or below any step's time: the cap (or the window), or one per call."""
+        monkeypatch.setattr(pipeline_module, "CALL_SECONDS", call_seconds)
+        data = batches(20)
+        with Pipeline(make_trainer("dni"), workers=2, window=window, actors=pool[:2]) as pipe:
+            assert pipe.steps_per_call == 1 and pipe.steps_per_call_choice is None  # until step 8 is back
+            done = [d for step, (x, y) in enumerate(data, start=1) for d in pipe.submit(step, x, y)]
+            done += pipe.drain()
+        assert pipe.steps_per_call == chosen and pipe.window == (window or 3 * chosen)
+        assert pipe.steps_per_call_choice["probe_steps"] == 5 and pipe.steps_per_call_choice["steps_per_call"] == chosen
+        assert [d["step"] for d in done] == list(range(1, 21))
+        assert all(set(d["seconds"]) == {0, 1} and min(d["seconds"].values()) > 0 for d in done)
+
+    def test_locked_pipeline_makes_its_calls_one_minibatch_at_a_time(self, pool):
+        with Pipeline(make_trainer("bprop"), workers=2, steps_per_call=4, actors=pool[:2]) as pipe:
+            assert pipe.steps_per_call == 1 and pipe.window == 3
+
     def test_locked_pipeline_equals_single_process_bprop_and_shows_the_backward_lock(self, pool):
         data = batches(6)
         with Pipeline(make_trainer("bprop"), workers=2, window=3, actors=pool[:2]) as pipe:
@@ -328,11 +354,14 @@ class TestPipeline:
         # the lower worker waited for the upper one's forward and backward before every update
         assert bottom["steps"] == 6 and bottom["backward_wait_mean"] > 0 and bottom["update_delay_mean"] > 0
 
-    def test_decoupled_pipeline_runs_ahead_and_records_staleness(self, pool):
+    @pytest.mark.parametrize("per_call", [1, 3])
+    def test_decoupled_pipeline_runs_ahead_and_records_staleness(self, pool, per_call):
         data = batches(12)
-        with Pipeline(make_trainer("dni"), workers=2, window=4, actors=pool[:2]) as pipe:
+        with Pipeline(make_trainer("dni"), workers=2, window=3 + per_call, steps_per_call=per_call,
+                      actors=pool[:2]) as pipe:
+            assert pipe.steps_per_call == per_call
             done = [d for step, (x, y) in enumerate(data, start=1) for d in pipe.submit(step, x, y)]
-            assert len(done) == 12 - 3  # at most `window` minibatches in flight
+            assert len(done) == 12 - 3  # room for the next call: at most window - per_call in flight between calls
             done += pipe.drain()
             err = pipe.error_percent(*batches(1, seed=9)[0])
             report = pipe.report()
@@ -341,13 +370,15 @@ class TestPipeline:
         assert sg["count"] == 12 and sum(sg["histogram"].values()) == 12 and sg["max"] >= 0
         assert 0.0 <= err <= 100.0 and report[1]["updates"] == 12
 
+    @pytest.mark.parametrize("per_call", [1, 3])
     @pytest.mark.parametrize("workers", [2, 3])
-    def test_complete_unlock_decoupled_cannot_deadlock(self, pool, workers):
-        """Messages both ways (SG targets down, input targets up), no lock-step, a drain every 4 steps. A stalled
-        pipeline raises PipelineStalled after 60 s of no progress (this test then fails instead of hanging)."""
+    def test_complete_unlock_decoupled_cannot_deadlock(self, pool, workers, per_call):
+        """Messages both ways (SG targets down, input targets up), no lock-step, a drain every 4 steps (so a
+        call of 3 minibatches is cut short by it). A stalled pipeline raises PipelineStalled after 60 s of no
+        progress (this test then fails instead of hanging)."""
         data = batches(12)
         with Pipeline(make_trainer("cdni", unlock_forward=True), workers=workers, window=workers + 2,
-                      timeout=60, actors=pool[:workers]) as pipe:
+                      steps_per_call=per_call, timeout=60, actors=pool[:workers]) as pipe:
             done = []
             for step, (x, y) in enumerate(data, start=1):
                 done += pipe.submit(step, x, y)
@@ -441,13 +472,25 @@ def test_run_command_without_ray_says_how_to_install_it_before_reading_data(monk
 
 
 @pytest.mark.parametrize("option", [["--lockstep"], ["--ray-address", "head:6379"], ["--interfaces", "cuts"],
-                                    ["--ray-timeout", "5"], ["--window", "3"]])
+                                    ["--ray-timeout", "5"], ["--window", "3"], ["--steps-per-call", "2"]])
 def test_run_command_rejects_pipeline_options_without_workers(option, capsys, tmp_path):
     from minidni.run import main
 
     assert main(["cifar10", *option, "--data-dir", str(tmp_path), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.endswith("needs --workers K (training on a pipeline of Ray workers)")
+
+
+def test_run_command_refuses_a_window_smaller_than_one_call(capsys, tmp_path):
+    from minidni.run import main
+
+    pytest.importorskip("ray", reason='needs the optional Ray extra: pip install -e ".[distributed]"')
+    argv = ["mnist", "--workers", "2", "--method", "cdni", "--window", "3", "--steps-per-call", "4",
+            "--data-dir", str(tmp_path / "no-data-here"), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith(
+        "--window 3 cannot hold one call of 4 minibatches (--steps-per-call); accepted: --window 4 or more")
 
 
 @needs_ray
@@ -466,6 +509,7 @@ def test_run_command_trains_mnist_on_two_workers(ray_instance, shared_data_dir, 
     summary = json.loads((tmp_path / "summary.json").read_text())
     d = summary["distributed"]
     assert d["workers"] == 2 and d["mode"] == "decoupled" and len(d["stages"]) == 2
+    assert 1 <= d["steps_per_call"] <= 8 and d["steps_per_call_choice"]["steps_per_call"] == d["steps_per_call"]
     assert d["interfaces"] == {"placement": "cuts", "cuts_after_layers": [1], "synthesizers_after_layers": [1],
                                "input_models_before_layers": [], "layers_per_worker": [[1, 1], [2, 3]]}
     assert [e["step"] for e in summary["curves"]["evals"]] == [0, 4, 8]

@@ -15,6 +15,8 @@ minibatches (:func:`minidni.distributed.batches.batch_indices`):
   each worker waits for every worker above before it updates);
 - ``decoupled``: ``--method`` on a pipeline of K workers (each worker updates
   with its synthetic gradient and moves on; the SG's targets arrive later),
+  ``--steps-per-call`` minibatches per Ray call (default auto: enough for
+  30 ms of work per call; the locked pipeline cannot batch its calls),
 
 for K in ``--workers`` (default 1, 2 and ``os.cpu_count()``, duplicates
 dropped). Every worker is a process with one BLAS thread.
@@ -59,9 +61,10 @@ import numpy as np
 
 from minidni import models
 from minidni.cli import (TrainingDiverged, UsageError, command_main, int_range, make_parser, output_path,
-                         positive_float, positive_int, prepare_out_file, seed_int)
+                         positive_float, positive_int, positive_int_or_auto, prepare_out_file, seed_int)
 from minidni.distributed.batches import batch_indices
-from minidni.distributed.pipeline import Pipeline, balanced_groups, init_ray, require_ray, spawn_workers
+from minidni.distributed.pipeline import (STEPS_PER_CALL, Pipeline, balanced_groups, init_ray, require_ray,
+                                          spawn_workers)
 from minidni.dni.feedforward import build_trainer, error_percent, raise_if_diverged
 from minidni.io import save_figure, write_json
 from minidni.layers import Linear, Sequential
@@ -170,7 +173,8 @@ def make_configs(args, width: int, cut, ks: list[int], actors: list) -> list[Con
     for k in ks:
         for kind, method in (("locked", "bprop"), ("decoupled", args.method)):
             trainer = make_trainer(method, args, width, cut)
-            pipe = Pipeline(trainer, workers=k, actors=actors[used:used + k])  # modules balanced by parameters
+            pipe = Pipeline(trainer, workers=k, actors=actors[used:used + k],  # modules balanced by parameters
+                            steps_per_call=args.steps_per_call)
             used += k
             configs.append(Config(kind, method, k, trainer, pipe, args.batch))
     return configs
@@ -232,6 +236,9 @@ def main(argv=None) -> int:
     p.add_argument("--sg-lr", type=positive_float, default=None, help="synthesizers' Adam lr (default: --lr)")
     p.add_argument("--sg-hidden", type=int_range(0, 2), default=None,
                    help="synthesizer hidden layers (default: 2 for dni, 0 for cdni); their width is --width")
+    p.add_argument("--steps-per-call", type=positive_int_or_auto, default=STEPS_PER_CALL,
+                   help="decoupled minibatches per Ray call to a worker, or auto (see minidni.distributed.pipeline; "
+                        "the locked pipeline makes one call per minibatch)")
     p.add_argument("--rounds", type=positive_int, default=8,
                    help="interleaved rounds, 2 or more (the first is a warm-up, left out of the figures)")
     p.add_argument("--steps", type=positive_int, default=25, help="steps per configuration per round")
@@ -240,7 +247,7 @@ def main(argv=None) -> int:
                    help="width sweep (none: skip it)")
     p.add_argument("--sweep-rounds", type=positive_int, default=3,
                    help="interleaved rounds per sweep width, 2 or more (the first is a warm-up)")
-    p.add_argument("--sweep-steps", type=positive_int, default=10, help="steps per configuration per sweep round")
+    p.add_argument("--sweep-steps", type=positive_int, default=24, help="steps per configuration per sweep round")
     p.add_argument("--synthetic", action="store_true",
                    help="random MNIST-shaped data instead of MNIST (timing only: the test error means nothing)")
     p.add_argument("--data-dir", type=Path, default=None, help="data folder (default $MINIDNI_DATA or the cache)")
@@ -352,6 +359,7 @@ def _main_phase(args, ks, modules, actors, train, test, log) -> dict:
         if c.pipe is not None:
             report = c.pipe.report()
             row["groups"] = c.pipe.groups
+            row["steps_per_call"], row["steps_per_call_choice"] = c.pipe.steps_per_call, c.pipe.steps_per_call_choice
             row["stages"] = [{"group": s["group"], "name": s["name"], "updates": s["updates"],
                               "staleness": s["staleness"], "placement": s["placement"]} for s in report]
             c.pipe.shutdown()
@@ -382,7 +390,7 @@ def _sweep(args, k, modules, actors, train, log) -> list[dict]:
         interleave(configs, args.sweep_rounds, args.sweep_steps, train, args,
                    log=lambda msg, w=width: log(f"width {w}: {msg}"))
         single, locked, dec = configs
-        out.append({"width": width, "workers": k, "cut_layers": cut,
+        out.append({"width": width, "workers": k, "cut_layers": cut, "steps_per_call": dec.pipe.steps_per_call,
                     "examples_per_second": {c.name: throughput(c) for c in configs},
                     "ratio_decoupled_to_locked": summary_of(round_ratios(dec, locked)),
                     "ratio_decoupled_to_single_bprop": summary_of(round_ratios(dec, single)),

@@ -105,7 +105,7 @@ class Stage:
         ``x`` the image batch (used with the complete unlock); ``y`` (N,) labels.
         ``out``: the output of module ``last`` (None at the top); ``d_in``: the
         target for ``S_{first-1}`` (None in the first stage); ``info``: host
-        floats (``loss`` at the top, the last regression losses).
+        floats (``loss`` at the top, the last regression losses, the step's ``seconds``).
         """
         start = time.time()
         unlock = self.input_models is not None
@@ -147,7 +147,7 @@ class Stage:
         end = time.time()
         self._log("dni_step", step, start, end)
         self.steps.append((step, start, forward_end, end))
-        info.update({k: dict(v) for k, v in self.last_losses.items()})
+        info.update({k: dict(v) for k, v in self.last_losses.items()}, seconds=end - start)
         return (None if self.is_top else out), (target_below if self.first > 0 else None), info
 
     def fit_sg_target(self, step: int, target) -> None:

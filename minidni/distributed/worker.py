@@ -10,9 +10,9 @@ to the driver, which reads it to follow progress and to notice failures.
 
 Messages that go DOWN the pipeline without the driver: after a decoupled step
 the worker sends the input gradient of its first module to the worker below
-(``fit_sg_target``: the regression target of that worker's top synthesizer)
+(``fit_sg_targets``: the regression targets of that worker's top synthesizer)
 and, with the complete unlock, its output to the worker above
-(``fit_input_target``). It does not wait for them (``lockstep=False``): the
+(``fit_input_targets``), one message for all the steps of a call. It does not wait for them (``lockstep=False``): the
 worker below applies a target between two of its own steps, whenever it
 arrives. With ``lockstep=True`` it waits until the message has been applied,
 which, with the driver's one-stage-at-a-time schedule, reproduces the
@@ -98,23 +98,38 @@ class StageWorker:
         """An arriving host array (or None) on this worker's backend."""
         return a if a is None or self.xp is np else backend.to_device(a, self.xp)
 
-    def dni_step(self, step: int, h, x, y):
-        self._maybe_fail(step)
-        out, d_in, info = self.stage.dni_step(step, self._in(h), self._in(x), self._in(y))
-        out, d_in = backend.to_numpy(out), backend.to_numpy(d_in)  # (no copy on NumPy)
-        if d_in is not None:
-            self._send(self.below.fit_sg_target.remote(step, d_in))
+    def dni_steps(self, steps: list, hs, xs, ys):
+        """Decoupled steps ``steps`` in one call (Ray's cost per call is paid once for all of them).
+
+        ``hs``: this stage's inputs, one per step (None with the complete unlock); ``xs``: the image
+        batches (None without it); ``ys``: the labels. Returns ``(outs, infos)``: the outputs for the
+        stage above (None at the top and with the complete unlock) and one info dict per step. The
+        targets this stage produces for its neighbours go out afterwards, one message for all the steps.
+        """
+        outs, targets, infos = [], [], []
+        for k, step in enumerate(steps):
+            self._maybe_fail(step)
+            out, d_in, info = self.stage.dni_step(step, self._in(None if hs is None else hs[k]),
+                                                  self._in(None if xs is None else xs[k]), self._in(ys[k]))
+            outs.append(backend.to_numpy(out))  # (no copy on NumPy)
+            targets.append(backend.to_numpy(d_in))
+            infos.append(info)
+        if targets[0] is not None:
+            self._send(self.below.fit_sg_targets.remote(steps, targets))
+        if outs[0] is None:
+            return None, infos
         if self.stage.input_models is not None:
-            if out is not None:
-                self._send(self.above.fit_input_target.remote(step, out))
-            out = None  # with the complete unlock nobody waits for this output
-        return out, info
+            self._send(self.above.fit_input_targets.remote(steps, outs))
+            return None, infos  # with the complete unlock nobody waits for these outputs
+        return outs, infos
 
-    def fit_sg_target(self, step: int, target) -> None:
-        self.stage.fit_sg_target(step, self._in(target))
+    def fit_sg_targets(self, steps: list, targets: list) -> None:
+        for step, target in zip(steps, targets):
+            self.stage.fit_sg_target(step, self._in(target))
 
-    def fit_input_target(self, step: int, target) -> None:
-        self.stage.fit_input_target(step, self._in(target))
+    def fit_input_targets(self, steps: list, targets: list) -> None:
+        for step, target in zip(steps, targets):
+            self.stage.fit_input_target(step, self._in(target))
 
     def bprop_forward(self, step: int, h, y):
         self._maybe_fail(step)

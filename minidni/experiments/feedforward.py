@@ -62,7 +62,7 @@ DEFAULT_SG_LAMBDA = 0.5  # --sg-target bp-lambda without --sg-lambda
 CHECKPOINT = "checkpoint.npz"
 # options that do not change what a run computes: a resumed run may differ in these
 _RUN_ONLY = ("resume", "progress", "out", "steps", "checkpoint_every", "data_dir", "workers", "ray_address",
-             "window", "lockstep", "inject_failure")
+             "window", "steps_per_call", "lockstep", "inject_failure")
 
 
 class Dataset(NamedTuple):

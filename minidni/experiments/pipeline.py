@@ -34,6 +34,15 @@ installed: the workers import it. ``--backend cupy`` places each worker on
 one GPU of the cluster (Ray's ``num_gpus``) and refuses in one line when the
 cluster has fewer GPUs than workers.
 
+Calls. A decoupled worker gets ``--steps-per-call`` minibatches per Ray call
+and sends its synthesizer targets down once per call: Ray's cost per call
+(about 3 ms per minibatch on 2 cores) is then paid once for all of them, at
+the price of targets that arrive that many updates later (``summary.json``
+records the staleness). The default, ``auto``, times steps 4 to 8 and then
+puts 30 ms of the slowest worker's work in a call (at most 8 minibatches;
+``distributed.steps_per_call_choice``). The locked pipeline (bprop) and
+``--lockstep`` make one call per minibatch.
+
 Minibatches: step ``t`` (from 1) takes the batch of
 :func:`~minidni.distributed.batches.batch_indices`, so a resumed run sees the
 same batches as an uninterrupted one. (The single-process command shuffles
@@ -64,10 +73,10 @@ from pathlib import Path
 import numpy as np
 
 from minidni import backend
-from minidni.cli import UsageError, positive_float, positive_int
+from minidni.cli import UsageError, positive_float, positive_int, positive_int_or_auto
 from minidni.distributed.batches import batch_indices
-from minidni.distributed.pipeline import (MODES, RAY_CONNECT_TIMEOUT, Pipeline, WorkerDied, balanced_groups,
-                                          init_ray, require_ray)
+from minidni.distributed.pipeline import (MODES, RAY_CONNECT_TIMEOUT, STEPS_PER_CALL, Pipeline, WorkerDied,
+                                          balanced_groups, init_ray, require_ray)
 from minidni.dni.feedforward import build_trainer, raise_if_diverged
 from minidni.io import load_checkpoint, save_checkpoint, save_figure, write_json
 from minidni.layers import Sequential
@@ -82,7 +91,7 @@ CHECKPOINT_EVERY = 1000
 # options that must not change between a checkpoint and its resumption
 RESUME_KEYS = ("model", "layers", "width", "method", "sg_hidden", "sg_width", "sg_bn", "unlock", "batch", "seed",
                "interfaces")
-PIPELINE_ONLY = ("interfaces", "ray_address", "ray_timeout", "window", "lockstep")  # refused without --workers
+PIPELINE_ONLY = ("interfaces", "ray_address", "ray_timeout", "window", "steps_per_call", "lockstep")  # refused without --workers
 SG_COST_SHARE = 2 / 3  # a synthesizer's prediction + weight gradient, per parameter, against a layer's fwd + bwd
 
 
@@ -109,7 +118,11 @@ def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ray-timeout", type=positive_float, default=None,
                    help=f"seconds to reach --ray-address before giving up (default: {RAY_CONNECT_TIMEOUT:g})")
     g.add_argument("--window", type=positive_int, default=None,
-                   help="minibatches in flight in the pipeline (default: workers + 1)")
+                   help="minibatches in flight in the pipeline (default: (workers + 1) x --steps-per-call)")
+    g.add_argument("--steps-per-call", type=positive_int_or_auto, default=None,
+                   help="decoupled minibatches per Ray call to a worker: fewer calls, later SG targets; 'auto' "
+                        "picks enough for 30 ms of work per call after timing 5 steps (default: auto; 1 with "
+                        "--lockstep and for the locked pipeline, bprop)")
     g.add_argument("--lockstep", action="store_true",
                    help="run the workers one at a time in the single-process order (deterministic, no parallelism; default: off)")
     g.add_argument("--inject-failure", type=_fail_at, default=None, help=argparse.SUPPRESS)  # test hook
@@ -140,6 +153,10 @@ def check_pipeline_options(args: argparse.Namespace) -> None:
     if args.p_update != 1.0:
         raise UsageError(f"--p-update {args.p_update} is not supported with --workers (accepted: 1, every module "
                          "updates each step)")
+    per_call = 1 if args.lockstep or args.method == "bprop" else (args.steps_per_call or STEPS_PER_CALL)
+    if args.window is not None and per_call != "auto" and args.window < per_call:
+        raise UsageError(f"--window {args.window} cannot hold one call of {per_call} minibatches "
+                         f"(--steps-per-call); accepted: --window {per_call} or more")
     if args.method in ("dni", "cdni") and _interfaces(args) == "cuts" and args.workers < 2:
         raise UsageError(f"--method {args.method} --workers 1 has no cut for a synthesizer (accepted: --workers 2 "
                          "or more, or --interfaces every-layer)")
@@ -257,6 +274,7 @@ def run_pipeline(args: argparse.Namespace, data, *, dataset: str, model: Callabl
     started_ray = init_ray(args.ray_address, timeout=args.ray_timeout or RAY_CONNECT_TIMEOUT)
     try:
         with Pipeline(trainer, workers=args.workers, groups=groups, window=args.window, lockstep=args.lockstep,
+                      steps_per_call=args.steps_per_call or STEPS_PER_CALL,
                       backend=args.backend, fail_at=args.inject_failure) as pipe:
             print(f"{dataset}: {_describe_interfaces(args, interfaces)}")
             for line in pipe.describe():
@@ -344,6 +362,8 @@ def _train(args, pipe: Pipeline, arrays, start_step: int, tqdm) -> dict:
             "resumed_from_step": start_step or None,
             "curves": {"evals": evals, "logs": logs},
             "distributed": {"workers": args.workers, "mode": pipe.mode, "groups": pipe.groups, "window": pipe.window,
+                            "steps_per_call": pipe.steps_per_call,
+                            "steps_per_call_choice": pipe.steps_per_call_choice,
                             "ray_address": args.ray_address, "stages": report}}
 
 
