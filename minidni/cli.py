@@ -66,6 +66,10 @@ def float_range(lo: float, hi: float = math.inf, *, lo_open: bool = False) -> Ca
 
 positive_int = int_range(1)
 nonnegative_int = int_range(0)
+seed_int = int_range(0, MAX_SEED)
+positive_float = float_range(0.0, lo_open=True)
+nonnegative_float = float_range(0.0)
+probability = float_range(0.0, 1.0)
 
 
 def positive_int_or_auto(text: str) -> int | str:
@@ -75,12 +79,13 @@ def positive_int_or_auto(text: str) -> int | str:
     try:
         return positive_int(text)
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not auto or a number "
-                                         f"(accepted: auto or {positive_int.accepted})") from None
-seed_int = int_range(0, MAX_SEED)
-positive_float = float_range(0.0, lo_open=True)
-nonnegative_float = float_range(0.0)
-probability = float_range(0.0, 1.0)
+        raise argparse.ArgumentTypeError(f"{text!r} is not accepted "
+                                         f"(accepted: {positive_int_or_auto.accepted})") from None
+
+
+positive_int_or_auto.__name__ = "int"  # bad values as for an int option (tests/test_cli_bad_inputs.py)
+positive_int_or_auto.accepted = f"auto or {positive_int.accepted}"  # type: ignore[attr-defined]
+positive_int_or_auto.lo, positive_int_or_auto.hi = positive_int.lo, positive_int.hi  # type: ignore[attr-defined]
 
 
 # Options added after runs were first recorded, at the values that mean "as before": left out of the option
