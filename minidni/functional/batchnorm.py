@@ -67,30 +67,38 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, *, train=True, 
         if m < 2:
             raise ValueError(f"train-mode batchnorm needs more than 1 value per feature, got x of shape {x.shape}")
         mean = x.mean(axis=axes)
-        var = x.var(axis=axes)
+        x_hat = x - mean.reshape(shape)  # centred; normalised in place below
+        var = (x_hat * x_hat).mean(axis=axes)  # the biased variance, from the centred values at hand
         new_mean = (1.0 - momentum) * running_mean + momentum * mean
         new_var = (1.0 - momentum) * running_var + momentum * (var * (m / (m - 1)))
     else:
         mean, var = running_mean, running_var
         new_mean, new_var = running_mean, running_var
+        x_hat = x - mean.astype(x.dtype, copy=False).reshape(shape)
     inv_std = (1.0 / xp.sqrt(var + eps)).astype(x.dtype, copy=False).reshape(shape)
-    x_hat = (x - mean.astype(x.dtype, copy=False).reshape(shape)) * inv_std
+    x_hat *= inv_std
     g = gamma.reshape(shape)
-    y = g * x_hat + beta.reshape(shape)
+    y = g * x_hat
+    y += beta.reshape(shape)
     return y, BatchNormCache(x_hat, inv_std, g, axes, train, new_mean, new_var)
 
 
 def batchnorm_backward(dy, cache):
     """Gradients ``(dx, dgamma, dbeta)``; dx shaped like x, dgamma and dbeta (F,)."""
+    xp = get_xp(dy)
     x_hat, inv_std, g, axes, train = cache.x_hat, cache.inv_std, cache.gamma, cache.axes, cache.train
     dgamma = (dy * x_hat).sum(axis=axes)  # y = gamma x_hat + beta, so dL/dgamma = sum dy x_hat per feature
     dbeta = dy.sum(axis=axes)  # dL/dbeta = sum dy per feature
-    dx_hat = dy * g  # dL/dx_hat, shape of x
     if not train:
-        return dx_hat * inv_std, dgamma, dbeta  # fixed statistics: x_hat = (x - mu) inv_std is affine in x
+        return dy * (g * inv_std), dgamma, dbeta  # fixed statistics: x_hat = (x - mu) inv_std is affine in x
     m = x_hat.size // x_hat.shape[1]
-    # batch statistics depend on x too: dx = inv_std / m * (m dx_hat - sum(dx_hat) - x_hat sum(dx_hat x_hat))
-    sum_dx_hat = dx_hat.sum(axis=axes, keepdims=True)
-    sum_dx_hat_x_hat = (dx_hat * x_hat).sum(axis=axes, keepdims=True)
-    dx = (inv_std / m) * (m * dx_hat - sum_dx_hat - x_hat * sum_dx_hat_x_hat)
+    # batch statistics depend on x too: with dx_hat = gamma dy,
+    #   dx = inv_std / m * (m dx_hat - sum(dx_hat) - x_hat sum(dx_hat x_hat)),
+    # and gamma is per feature, so the two sums are gamma dbeta and gamma dgamma:
+    #   dx = gamma inv_std / m * (m dy - dbeta - x_hat dgamma)
+    shape = inv_std.shape
+    dx = x_hat * dgamma.reshape(shape)
+    xp.subtract(m * dy, dx, out=dx)
+    dx -= dbeta.reshape(shape)
+    dx *= g * (inv_std / m)
     return dx, dgamma, dbeta

@@ -17,7 +17,8 @@ __all__ = ["linear_forward", "linear_backward", "linear_param_grads"]
 def linear_forward(x, W, b):
     """Return ``(y, cache)`` with ``y = x @ W + b``: x (N, D), W (D, M), b (M,) -> y (N, M)."""
     get_xp(x, W, b)  # raises BackendError if NumPy and CuPy arrays are mixed
-    y = x @ W + b
+    y = x @ W
+    y += b  # in place: no second (N, M) array
     return y, (x, W)
 
 
