@@ -40,7 +40,7 @@ down as one message. Each module still updates after every minibatch; what
 grows is the delay of a synthesizer's targets (about ``steps_per_call`` more
 updates, recorded as staleness), which costs accuracy: on FCN-8 x 1024, 4 per
 call left the test error at 7.75 % after 200 steps against 4.95 % with 1, for
-no gain in speed (a step there takes 70 ms). The default, ``"auto"``, times
+no gain in speed (a worker's step there takes about 100 ms). The default, ``"auto"``, times
 steps 4 to 8 one per call and then fixes ``steps_per_call`` to enough
 minibatches for :data:`CALL_SECONDS` (30 ms) of the slowest worker's
 computation, at most :data:`MAX_STEPS_PER_CALL`: 1 where steps are long (wide
@@ -369,7 +369,7 @@ class Pipeline:
         self._auto = auto and not one_per_call  # until the probe steps have been timed
         self.steps_per_call = 1 if one_per_call or auto else steps_per_call
         self.steps_per_call_choice = None  # auto: how steps_per_call was chosen
-        self._window_given, self._workers = window, workers
+        self._window_given = window
         self.window = 1 if self.lockstep else int(window or (workers + 1) * self.steps_per_call)
         if self.window < self.steps_per_call:
             raise ValueError(f"window must hold at least steps_per_call = {self.steps_per_call} minibatches "
@@ -520,7 +520,7 @@ class Pipeline:
         if self._window_given is not None:
             chosen = min(chosen, self.window)
         else:
-            self.window = (self._workers + 1) * chosen
+            self.window = (len(self.actors) + 1) * chosen
         self.steps_per_call, self._auto = chosen, False
         self.steps_per_call_choice = {"rule": f"auto: ceil({CALL_SECONDS:g} s / slowest worker's median step "
                                               f"seconds), 1 to {MAX_STEPS_PER_CALL}",

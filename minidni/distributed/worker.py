@@ -8,13 +8,13 @@ objects, ``(tensor, info)``: the tensor (an activation or a gradient) goes on
 to the next worker as an object reference, the small ``info`` dict comes back
 to the driver, which reads it to follow progress and to notice failures.
 
-Messages that go DOWN the pipeline without the driver: after a decoupled step
-the worker sends the input gradient of its first module to the worker below
-(``fit_sg_targets``: the regression targets of that worker's top synthesizer)
-and, with the complete unlock, its output to the worker above
-(``fit_input_targets``), one message for all the steps of a call. It does not wait for them (``lockstep=False``): the
-worker below applies a target between two of its own steps, whenever it
-arrives. With ``lockstep=True`` it waits until the message has been applied,
+Messages that go between workers without the driver: after the decoupled
+steps of a call the worker sends the input gradients of its first module to
+the worker below (``fit_sg_targets``: the regression targets of that worker's
+top synthesizer) and, with the complete unlock, its outputs to the worker
+above (``fit_input_targets``), one message for all the steps of the call. It
+does not wait for them (``lockstep=False``): the receiver applies them between
+two of its own calls, whenever they arrive. With ``lockstep=True`` it waits until the message has been applied,
 which, with the driver's one-stage-at-a-time schedule, reproduces the
 single-process order of operations exactly.
 
