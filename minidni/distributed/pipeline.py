@@ -40,7 +40,7 @@ down as one message. Each module still updates after every minibatch; what
 grows is the delay of a synthesizer's targets (about ``steps_per_call`` more
 updates, recorded as staleness), which costs accuracy: on FCN-8 x 1024, 4 per
 call left the test error at 7.75 % after 200 steps against 4.95 % with 1, for
-no gain in speed (a worker's step there takes about 100 ms). The default, ``"auto"``, times
+no gain in speed (a worker's step there takes 80-100 ms). The default, ``"auto"``, times
 steps 4 to 8 one per call and then fixes ``steps_per_call`` to enough
 minibatches for :data:`CALL_SECONDS` (30 ms) of the slowest worker's
 computation, at most :data:`MAX_STEPS_PER_CALL`: 1 where steps are long (wide
