@@ -83,7 +83,8 @@ def test_bench_torch_quick_writes_json_and_chart(tmp_path, capsys):
     assert main(["--quick", "--threads", "1", "--keep-blas-env", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     names = [r["name"] for r in result["items"]]
-    assert names == ["lstm_copy", "lstm_copy_no_onednn", "lstm_ptb", "lstm_ptb_no_onednn", "copy_bptt", "copy_dni", "copy_dni-aux", "fcn_bprop", "fcn_cdni"]
+    assert names == ["lstm_copy", "lstm_copy_no_onednn", "lstm_ptb", "lstm_ptb_no_onednn", "copy_bptt", "copy_dni",
+                     "copy_dni-aux", "fcn_bprop", "fcn_cdni"]
     assert all(r["ratio"] > 0 and np.isfinite(r["ratio"]) for r in result["items"])
     assert result["machine"]["numpy_blas"] and result["config"]["threads"] == 1
     assert (tmp_path / "bench_torch.png").stat().st_size > 0

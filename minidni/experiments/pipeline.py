@@ -91,7 +91,8 @@ CHECKPOINT_EVERY = 1000
 # options that must not change between a checkpoint and its resumption
 RESUME_KEYS = ("model", "layers", "width", "method", "sg_hidden", "sg_width", "sg_bn", "unlock", "batch", "seed",
                "interfaces")
-PIPELINE_ONLY = ("interfaces", "ray_address", "ray_timeout", "window", "steps_per_call", "lockstep")  # refused without --workers
+# refused without --workers
+PIPELINE_ONLY = ("interfaces", "ray_address", "ray_timeout", "window", "steps_per_call", "lockstep")
 SG_COST_SHARE = 2 / 3  # a synthesizer's prediction + weight gradient, per parameter, against a layer's fwd + bwd
 
 

@@ -33,7 +33,7 @@ def relu_forward(x):
 
 
 def relu_backward(dy, mask):
-    """``dx = dy`` where the input was positive, else 0 (the subgradient at 0 is taken as 0)."""
+    """``dx = dy`` where the input was positive, else 0 (the subgradient at 0 is taken as 0; a NaN in dy stays NaN)."""
     return dy * mask
 
 
