@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import re
 import socket
 import sys
 import time
@@ -506,6 +507,7 @@ def test_run_command_trains_mnist_on_two_workers(ray_instance, shared_data_dir, 
     assert out.count("mnist: group ") == 2 and " pid " in out  # where each group runs
     assert "2 workers, decoupled: cdni synthesizers after layer 1; cuts after layer 1" in out
     assert "on 2 workers: test error" in out
+    assert re.search(r", \d minibatch(es)? per Ray call \(auto\)\); summary in ", out)
     summary = json.loads((tmp_path / "summary.json").read_text())
     d = summary["distributed"]
     assert d["workers"] == 2 and d["mode"] == "decoupled" and len(d["stages"]) == 2

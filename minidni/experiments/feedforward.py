@@ -438,9 +438,13 @@ def _main(dataset: str, argv: Sequence[str] | None, load: Callable[[Path | None]
             prepare_out_dir(args.out)
         if args.workers:
             s = run_pipeline(args, data, dataset=dataset, model=lambda rng: _model(args, DATASETS[dataset], rng))
+            d = s["distributed"]
+            n = d["steps_per_call"]
+            auto = " (auto)" if d["steps_per_call_choice"] else ""
+            per_call = "" if d["mode"] == "locked" else f", {n} minibatch{'' if n == 1 else 'es'} per Ray call{auto}"
             print(f"{parser.prog}: {s['method']} {s['model']}-{s['layers']} on {args.workers} workers: test error "
-                  f"{s['test_error_percent']:.2f} % after {s['steps']} steps ({s['steps_per_second']:.1f} steps/s); "
-                  f"summary in {args.out / 'summary.json'}")
+                  f"{s['test_error_percent']:.2f} % after {s['steps']} steps ({s['steps_per_second']:.1f} steps/s"
+                  f"{per_call}); summary in {args.out / 'summary.json'}")
             return 0
         s = run(args, data, dataset=dataset)
         print(f"{parser.prog}: {s['method']} {s['model']}-{s['layers']}: test error {s['test_error_percent']:.2f} % "
