@@ -4,7 +4,7 @@
   synthesizers and input models, and the bookkeeping of what is in flight
   (plain Python, no Ray);
 - :mod:`~minidni.distributed.worker`: the Ray actor that holds a stage and
-  relays its messages to the workers below and above;
+  applies the messages (synthesizer and input-model targets) the driver hands it;
 - :mod:`~minidni.distributed.pipeline`: the driver: the decoupled (DNI) and the
   locked (bprop) pipelines, lock-step mode, failures, joining a cluster;
 - :mod:`~minidni.distributed.state`: flat checkpoints with the same keys for a

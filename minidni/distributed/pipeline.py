@@ -24,19 +24,20 @@ store and submits ``dni_steps`` to every worker, each taking the previous
 worker's outputs by REFERENCE (the arrays go from worker to worker, not
 through the driver). For each minibatch a worker runs forward, asks its
 synthesizer, runs backward and updates, and moves on to the next; the
-gradients at its input go to the worker below as a message, which that worker
-applies (its synthesizer's regressions) between two of its own calls. Nothing
-waits for the workers above. With the complete unlock each worker also gets
+gradients at its input are returned too, as a message for the worker below
+(its synthesizer's regression targets). The driver keeps a mailbox per worker
+and passes the messages that are ready, by reference, with that worker's next
+call, which applies them before its steps. Nothing waits for the workers above. With the complete unlock each worker also gets
 the batches themselves and its input comes from its synthetic-input model, so
 no worker waits for the one below either.
 
 Calls. Every Ray call costs the driver, the raylet and the worker about a
-millisecond of CPU, and a decoupled step on two workers makes three (a step
-on each and the message between them): measured on 2 cores with no
-computation at all, 6.3 ms per minibatch, as long as a worker's share of an
-FCN-8 x 256 step, and 1.7 ms when a call carries 4 minibatches. So a
-decoupled call carries ``steps_per_call`` minibatches, and its targets go
-down as one message. Each module still updates after every minibatch; what
+millisecond of CPU. A decoupled step on K workers makes K calls: messages ride
+on the next call instead of making calls of their own (with a call per
+message, two workers with no computation at all took 6.3 ms per minibatch on
+2 cores, as long as a worker's share of an FCN-8 x 256 step, and 1.7 ms when
+a call carried 4 minibatches). So a decoupled call carries
+``steps_per_call`` minibatches, and their targets go down as one message. Each module still updates after every minibatch; what
 grows is the delay of a synthesizer's targets (about ``steps_per_call`` more
 updates, recorded as staleness), which costs accuracy: on FCN-8 x 1024, 4 per
 call left the test error at 7.75 % after 200 steps against 4.95 % with 1, for
@@ -60,14 +61,15 @@ ones go in, the oldest call's must be finished by every worker. That bounds memo
 synthesizers' targets, which every worker records (``report()``).
 
 Lock-step (``lockstep=True``): window 1, the driver submits to one worker at a
-time and waits, and every message is applied before its sender returns. The
+time and waits, so every message is ready and applied at the receiver's next call. The
 order of operations is then exactly that of the single-process
 :class:`~minidni.dni.feedforward.FeedForwardTrainer`, so the parameters agree
 to round-off (the tests check it): a debugging mode, with no parallelism.
 
-No deadlock. Outside lock-step no worker ever blocks on another (with the
-complete unlock messages flow both ways); the driver waits, with ``ray.wait``,
-for the steps and for the messages the workers hand it at a drain. ``timeout``
+No deadlock. No worker ever calls or waits for another (with the complete
+unlock messages flow both ways): every message goes through the driver's
+mailboxes, and a worker gets only messages that are ready; the driver waits,
+with ``ray.wait``, for the steps. ``timeout``
 (seconds, default none) bounds every such wait: a pipeline that makes no
 progress for that long raises :class:`PipelineStalled` instead of hanging.
 
@@ -386,13 +388,11 @@ class Pipeline:
             blas_threads=blas_threads)
         if len(self.actors) != workers:
             raise ValueError(f"got {len(self.actors)} worker actors for {workers} workers")
-        ends = [None] + self.actors + [None]
+        self._mail: list[list] = [[] for _ in range(workers)]  # per worker: (kind, steps, ref) not yet handed over
         refs = []
         for g, stage in enumerate(make_stages(trainer, self.groups)):
             fail_step = fail_at[1] if fail_at is not None and fail_at[0] == g else None
-            refs.append(self.actors[g].setup.remote(pack(stage), g, ends[g], ends[g + 2],
-                                                    lockstep=self.lockstep, fail_at_step=fail_step,
-                                                    backend_name=backend))
+            refs.append(self.actors[g].setup.remote(pack(stage), g, fail_at_step=fail_step, backend_name=backend))
         try:
             ray.get(refs)
         except ray.exceptions.RayTaskError as exc:
@@ -456,11 +456,16 @@ class Pipeline:
         if self.mode == "decoupled":
             x_ref, y_ref = ray.put(xs), ray.put(ys)
             h = x_ref
-            for actor in self.actors:
+            for g, actor in enumerate(self.actors):
                 args = (steps, None, x_ref, y_ref) if self.unlock else (steps, h, None, y_ref)
-                h, info = actor.dni_steps.options(num_returns=2).remote(*args)
+                out, down, info = actor.dni_steps.options(num_returns=3).remote(*args, *self._take_mail(g))
                 infos.append(info)
-                tensors.append(h)
+                tensors += [out, down]
+                h = out
+                if g > 0:  # the gradients at this worker's input: targets of the top synthesizer below
+                    self._mail[g - 1].append(("sg", steps, down))
+                if self.unlock and g + 1 < len(self.actors):  # its outputs: targets of the input model above
+                    self._mail[g + 1].append(("input", steps, out))
                 if self.lockstep:  # one worker at a time: the single-process order of operations
                     self._get(steps[0], infos)
         else:
@@ -474,18 +479,29 @@ class Pipeline:
                 infos.append(info)
                 tensors.append(h)
 
-    def drain(self) -> list[dict]:
-        """Finish every step in flight and apply every message; returns the steps finished.
+    def _take_mail(self, g: int, *, everything: bool = False) -> tuple:
+        """``(kinds, *refs)``: the arguments of a call to worker ``g`` that hand it its messages. Only those
+        that are ready (a worker must never wait for another), unless in lock-step or ``everything`` is
+        asked for (then every step they come from has returned, so they are ready or about to be)."""
+        mail = self._mail[g]
+        if not mail:
+            return ([],)
+        if self.lockstep or everything:
+            ready = mail
+        else:
+            done, _ = require_ray().wait([ref for _, _, ref in mail], num_returns=len(mail), timeout=0)
+            done = set(done)
+            ready = [m for m in mail if m[2] in done]
+        self._mail[g] = [m for m in mail if m not in ready]
+        return ([(kind, steps) for kind, steps, _ in ready], *(ref for _, _, ref in ready))
 
-        Every step has returned once its infos are in, so every message is sent: the workers hand over
-        their references (without waiting themselves) and the driver waits until each is applied.
-        """
+    def drain(self) -> list[dict]:
+        """Finish every step in flight and apply every message; returns the steps finished."""
         if self._waiting:
             self._send_waiting()
         done = [info for _ in range(len(self._in_flight)) for info in self._retire()]
         step = done[-1]["step"] if done else -1
-        messages = [ref for sent in self._get(step, [a.flush.remote() for a in self.actors]) for ref in sent]
-        self._get(step, messages)
+        self._get(step, [a.deliver.remote(*self._take_mail(g, everything=True)) for g, a in enumerate(self.actors)])
         left = self._get(step, [a.in_flight.remote() for a in self.actors])
         if any(left):
             raise RuntimeError(f"messages still in flight after a drain: {left} per worker")
@@ -566,6 +582,7 @@ class Pipeline:
                     pass
         self._in_flight.clear()
         self._waiting = []
+        self._mail = [[] for _ in self.actors]
 
     def _dead_workers(self) -> list[int]:
         ray = require_ray()
@@ -578,8 +595,10 @@ class Pipeline:
         return dead
 
     def set_lr(self, lr: float, sg_lr: float) -> None:
-        """New learning rates for the modules and for the synthesizers/input models, from the next step on."""
-        for actor in self.actors:
+        """New learning rates for the modules and for the synthesizers/input models, from the next step on
+        (the messages that are ready are applied first, at the old rates)."""
+        for g, actor in enumerate(self.actors):
+            actor.deliver.remote(*self._take_mail(g))
             actor.set_lr.remote(lr, sg_lr)
 
     # ------------------------------------------------------------------ evaluation and state

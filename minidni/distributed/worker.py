@@ -3,27 +3,19 @@
 :class:`StageWorker` is a plain class; :mod:`minidni.distributed.pipeline`
 turns it into a Ray actor with ``ray.remote(StageWorker).options(...)``, one
 process per stage, its BLAS pinned to ``blas_threads`` threads (1 unless the
-pipeline says otherwise). Its step methods return two
-objects, ``(tensor, info)``: the tensor (an activation or a gradient) goes on
-to the next worker as an object reference, the small ``info`` dict comes back
-to the driver, which reads it to follow progress and to notice failures.
+pipeline says otherwise). Its step methods return their tensors (activations,
+gradients) and a small ``info`` dict as separate objects: the tensors go on to
+the next worker as object references, the ``info`` comes back to the driver,
+which reads it to follow progress and to notice failures.
 
-Messages that go between workers without the driver: after the decoupled
-steps of a call the worker sends the input gradients of its first module to
-the worker below (``fit_sg_targets``: the regression targets of that worker's
-top synthesizer) and, with the complete unlock, its outputs to the worker
-above (``fit_input_targets``), one message for all the steps of the call. It
-does not wait for them (``lockstep=False``): the receiver applies them between
-two of its own calls, whenever they arrive. With ``lockstep=True`` it waits until the message has been applied,
-which, with the driver's one-stage-at-a-time schedule, reproduces the
-single-process order of operations exactly.
-
-No worker ever waits for another outside lock-step: messages go both ways
-with the complete unlock (SG targets down, synthetic-input targets up), and
-two workers each blocked on a message to the other would wait forever. So
-:meth:`flush` does not wait; it hands the references of the messages sent so
-far to the driver, which waits for them (``ray.wait``) while every worker is
-free to apply what it receives.
+Messages. The input gradients of a worker's first module are the regression
+targets of the top synthesizer of the worker below (``"sg"``), and, with the
+complete unlock, a worker's outputs are the targets of the synthetic-input
+model of the worker above (``"input"``). Workers never call each other: a
+step returns them, and the driver hands each worker the messages meant for it
+that are ready (as arguments of its next call, :meth:`dni_steps`, or of
+:meth:`deliver`), so a message costs no call of its own and no worker ever
+waits for another.
 
 Backend. On ``backend="cupy"`` (one GPU per worker, reserved through Ray's
 ``num_gpus``) the worker unpacks its stage onto the GPU when it is set up
@@ -56,29 +48,25 @@ def blas_env(threads: int = 1) -> dict[str, str]:
 
 class StageWorker:
     """Holds one stage (sent packed, :func:`~minidni.distributed.state.pack`: its arrays private and writable,
-    the views of its flat parameter buffers still views) and relays its messages.
+    the views of its flat parameter buffers still views) and applies the messages the driver hands it.
 
-    A worker starts empty; :meth:`setup` gives it a stage, its place in the
-    pipeline and the handles of its neighbours. A drained worker can be set up
+    A worker starts empty; :meth:`setup` gives it a stage and its place in the
+    pipeline. A drained worker can be set up
     again for another pipeline (starting a worker process takes seconds).
     """
 
     def __init__(self):
         self.stage = None
-        self.index, self.lockstep, self.fail_at_step = -1, False, None
+        self.index, self.fail_at_step = -1, None
         self.xp = np
-        self.below = self.above = None
-        self.sent: list = []  # references of messages sent and not yet known to be applied
 
-    def setup(self, payload: bytes, index: int, below, above, *, lockstep: bool = False,
-              fail_at_step: int | None = None, backend_name: str = "numpy") -> None:
-        """Hold the packed stage ``payload`` as group ``index``, between the workers ``below`` and ``above``,
-        on ``backend_name`` (:class:`~minidni.backend.BackendError` if this worker cannot use it)."""
+    def setup(self, payload: bytes, index: int, *, fail_at_step: int | None = None,
+              backend_name: str = "numpy") -> None:
+        """Hold the packed stage ``payload`` as group ``index`` on ``backend_name``
+        (:class:`~minidni.backend.BackendError` if this worker cannot use it)."""
         self.xp = backend.set_backend(backend_name)
         self.stage = unpack(payload, self.xp)
-        self.index, self.lockstep, self.fail_at_step = index, lockstep, fail_at_step
-        self.below, self.above = below, above
-        self.sent = []
+        self.index, self.fail_at_step = index, fail_at_step
 
     def where(self) -> dict:
         """Where this worker runs: Ray node id, IP address, process id, niceness, GPUs, backend, BLAS threads."""
@@ -98,14 +86,18 @@ class StageWorker:
         """An arriving host array (or None) on this worker's backend."""
         return a if a is None or self.xp is np else backend.to_device(a, self.xp)
 
-    def dni_steps(self, steps: list, hs, xs, ys):
-        """Decoupled steps ``steps`` in one call (Ray's cost per call is paid once for all of them).
+    def dni_steps(self, steps: list, hs, xs, ys, kinds: list, *messages):
+        """Apply the messages that arrived, then decoupled steps ``steps`` in one call (Ray's cost per call
+        is paid once for all of them).
 
         ``hs``: this stage's inputs, one per step (None with the complete unlock); ``xs``: the image
-        batches (None without it); ``ys``: the labels. Returns ``(outs, infos)``: the outputs for the
-        stage above (None at the top and with the complete unlock) and one info dict per step. The
-        targets this stage produces for its neighbours go out afterwards, one message for all the steps.
+        batches (None without it); ``ys``: the labels. ``kinds`` and ``messages``: see :meth:`deliver`.
+        Returns ``(outs, targets, infos)``: the outputs of the stage's last module, one per step (the
+        input of the stage above, or with the complete unlock the targets of its input model; None at
+        the top), the input gradients of its first module (the targets of the top synthesizer below;
+        None in the first stage) and one info dict per step.
         """
+        self.deliver(kinds, *messages)
         outs, targets, infos = [], [], []
         for k, step in enumerate(steps):
             self._maybe_fail(step)
@@ -114,22 +106,15 @@ class StageWorker:
             outs.append(backend.to_numpy(out))  # (no copy on NumPy)
             targets.append(backend.to_numpy(d_in))
             infos.append(info)
-        if targets[0] is not None:
-            self._send(self.below.fit_sg_targets.remote(steps, targets))
-        if outs[0] is None:
-            return None, infos
-        if self.stage.input_models is not None:
-            self._send(self.above.fit_input_targets.remote(steps, outs))
-            return None, infos  # with the complete unlock nobody waits for these outputs
-        return outs, infos
+        return (None if outs[0] is None else outs), (None if targets[0] is None else targets), infos
 
-    def fit_sg_targets(self, steps: list, targets: list) -> None:
-        for step, target in zip(steps, targets):
-            self.stage.fit_sg_target(step, self._in(target))
-
-    def fit_input_targets(self, steps: list, targets: list) -> None:
-        for step, target in zip(steps, targets):
-            self.stage.fit_input_target(step, self._in(target))
+    def deliver(self, kinds: list, *messages) -> None:
+        """Apply messages: ``kinds[j] = (kind, steps)`` says what ``messages[j]`` holds, one array per step:
+        ``"sg"``, targets of this stage's top synthesizer; ``"input"``, of its first module's input model."""
+        for (kind, steps), targets in zip(kinds, messages):
+            fit = self.stage.fit_sg_target if kind == "sg" else self.stage.fit_input_target
+            for step, target in zip(steps, targets):
+                fit(step, self._in(target))
 
     def bprop_forward(self, step: int, h, y):
         self._maybe_fail(step)
@@ -140,29 +125,11 @@ class StageWorker:
         self._maybe_fail(step)
         return backend.to_numpy(self.stage.bprop_backward(step, self._in(d))), {"step": step}
 
-    def _send(self, ref) -> None:
-        import ray  # noqa: PLC0415
-
-        if self.lockstep:
-            ray.get(ref)
-            return
-        self.sent.append(ref)
-        done, self.sent = ray.wait(self.sent, num_returns=len(self.sent), timeout=0)
-        try:
-            ray.get(done)  # raises if a message failed
-        except ray.exceptions.RayActorError:
-            pass  # its receiver died: the driver reports that worker, at its own step
-
     def _maybe_fail(self, step: int) -> None:
         if self.fail_at_step is not None and step == self.fail_at_step:
             os._exit(1)
 
     # ------------------------------------------------------------------ driver requests
-    def flush(self) -> list:
-        """The references of every message sent and not yet known to be applied (the driver waits for them)."""
-        sent, self.sent = self.sent, []
-        return sent
-
     def in_flight(self) -> int:
         return self.stage.in_flight()
 
