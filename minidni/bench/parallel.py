@@ -16,7 +16,7 @@ minibatches (:func:`minidni.distributed.batches.batch_indices`):
 - ``decoupled``: ``--method`` on a pipeline of K workers (each worker updates
   with its synthetic gradient and moves on; the SG's targets arrive later),
   ``--steps-per-call`` minibatches per Ray call (default auto: enough for
-  30 ms of work per call; the locked pipeline cannot batch its calls),
+  60 ms of work per call; the locked pipeline cannot batch its calls),
 
 for K in ``--workers`` (default 1, 2 and ``os.cpu_count()``, duplicates
 dropped). Every worker is a process with one BLAS thread.

@@ -27,9 +27,10 @@ synthesizer, runs backward and updates, and moves on to the next; the
 gradients at its input are returned too, as a message for the worker below
 (its synthesizer's regression targets). The driver keeps a mailbox per worker
 and passes the messages that are ready, by reference, with that worker's next
-call, which applies them before its steps. Nothing waits for the workers above. With the complete unlock each worker also gets
-the batches themselves and its input comes from its synthetic-input model, so
-no worker waits for the one below either.
+call, which applies them before its steps. Nothing waits for the workers
+above. With the complete unlock each worker also gets the batches themselves
+and its input comes from its synthetic-input model, so no worker waits for the
+one below either.
 
 Calls. Every Ray call costs the driver, the raylet and the worker about a
 millisecond of CPU. A decoupled step on K workers makes K calls: messages ride
@@ -37,15 +38,19 @@ on the next call instead of making calls of their own (with a call per
 message, two workers with no computation at all took 6.3 ms per minibatch on
 2 cores, as long as a worker's share of an FCN-8 x 256 step, and 1.7 ms when
 a call carried 4 minibatches). So a decoupled call carries
-``steps_per_call`` minibatches, and their targets go down as one message. Each module still updates after every minibatch; what
-grows is the delay of a synthesizer's targets (about ``steps_per_call`` more
-updates, recorded as staleness), which costs accuracy: on FCN-8 x 1024, 4 per
-call left the test error at 7.75 % after 200 steps against 4.95 % with 1, for
-no gain in speed (a worker's step there takes 80-100 ms). The default, ``"auto"``, times
-steps 4 to 8 one per call and then fixes ``steps_per_call`` to enough
-minibatches for :data:`CALL_SECONDS` (30 ms) of the slowest worker's
-computation, at most :data:`MAX_STEPS_PER_CALL`: 1 where steps are long (wide
-layers), more where Ray's cost would dominate. The locked pipeline cannot
+``steps_per_call`` minibatches, and their targets go down as one message.
+Each module still updates after every minibatch; what grows is the delay
+of a synthesizer's targets (about 1.5 ``steps_per_call`` more updates with the
+default window, recorded as staleness). The default, ``"auto"``, times steps 4
+to 8 one per call and then fixes ``steps_per_call`` to enough minibatches for
+:data:`CALL_SECONDS` (60 ms) of the slowest worker's computation, at most
+:data:`MAX_STEPS_PER_CALL` (4). Measured on 2 cores (MNIST FCN, batch 256):
+FCN-4 x 1024 (a worker's step about 40 ms) ran 8 % faster with 2 per call
+than with 1 (test error 5.45 % against 5.40 % after 300 steps); FCN-8 x 1024
+(80-100 ms) gained nothing from 2 or 4, and with 4 its error after 200 steps
+went from 4.95 % to 7.75 %; FCN-8 x 256 (12 ms) was as fast with 4 as with 6
+(1.07x and 1.08x one process), with test errors of 3.80 % and 4.70 % in two
+runs with 4 and 5.40 % with 6 (one process: 3.90 %). The locked pipeline cannot
 batch its calls: its next forward needs the previous backward, so it makes
 them one minibatch at a time.
 
@@ -61,17 +66,17 @@ ones go in, the oldest call's must be finished by every worker. That bounds memo
 synthesizers' targets, which every worker records (``report()``).
 
 Lock-step (``lockstep=True``): window 1, the driver submits to one worker at a
-time and waits, so every message is ready and applied at the receiver's next call. The
-order of operations is then exactly that of the single-process
+time and waits, so every message is ready and applied at the start of the
+receiver's next call. The order of operations is then exactly that of the single-process
 :class:`~minidni.dni.feedforward.FeedForwardTrainer`, so the parameters agree
 to round-off (the tests check it): a debugging mode, with no parallelism.
 
 No deadlock. No worker ever calls or waits for another (with the complete
 unlock messages flow both ways): every message goes through the driver's
 mailboxes, and a worker gets only messages that are ready; the driver waits,
-with ``ray.wait``, for the steps. ``timeout``
-(seconds, default none) bounds every such wait: a pipeline that makes no
-progress for that long raises :class:`PipelineStalled` instead of hanging.
+with ``ray.wait``, for the steps. ``timeout`` (seconds, default none) bounds
+every such wait: a pipeline that makes no progress for that long raises
+:class:`PipelineStalled` instead of hanging.
 
 GPUs. ``backend="cupy"`` reserves one GPU per worker (Ray's ``num_gpus``;
 :class:`~minidni.cli.UsageError` in one line when the cluster has fewer GPUs
@@ -107,8 +112,8 @@ RAY_MISSING = 'Ray is not installed: pip install -e ".[distributed]"'
 MODES = {"bprop": "locked", "dni": "decoupled", "cdni": "decoupled"}
 RAY_CONNECT_TIMEOUT = 30.0  # seconds to reach a cluster's head before giving up
 STEPS_PER_CALL = "auto"  # decoupled minibatches per worker call; see "Calls" in the module docstring
-CALL_SECONDS = 0.03  # auto: a call carries at least this much of the slowest worker's computation ...
-MAX_STEPS_PER_CALL = 8  # ... in at most this many minibatches
+CALL_SECONDS = 0.06  # auto: a call carries at least this much of the slowest worker's computation ...
+MAX_STEPS_PER_CALL = 4  # ... in at most this many minibatches
 AUTO_PROBE = (3, 8)  # auto: the steps after the first 3 up to the 8th are timed, one per call
 WORKER_NICENESS = 0  # Ray's default (15) lets the driver and Ray's own processes preempt every worker
 

@@ -35,11 +35,11 @@ one GPU of the cluster (Ray's ``num_gpus``) and refuses in one line when the
 cluster has fewer GPUs than workers.
 
 Calls. A decoupled worker gets ``--steps-per-call`` minibatches per Ray call
-and sends its synthesizer targets down once per call: Ray's cost per call
+and returns its synthesizer targets as one message per call: Ray's cost per call
 (about 3 ms per minibatch on 2 cores) is then paid once for all of them, at
 the price of targets that arrive that many updates later (``summary.json``
 records the staleness). The default, ``auto``, times steps 4 to 8 and then
-puts 30 ms of the slowest worker's work in a call (at most 8 minibatches;
+puts 60 ms of the slowest worker's work in a call (at most 4 minibatches;
 ``distributed.steps_per_call_choice``). The locked pipeline (bprop) and
 ``--lockstep`` make one call per minibatch.
 
@@ -122,7 +122,7 @@ def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
                    help="minibatches in flight in the pipeline (default: (workers + 1) x --steps-per-call)")
     g.add_argument("--steps-per-call", type=positive_int_or_auto, default=None,
                    help="decoupled minibatches per Ray call to a worker: fewer calls, later SG targets; 'auto' "
-                        "picks enough for 30 ms of work per call after timing 5 steps (default: auto; 1 with "
+                        "picks enough for 60 ms of work per call after timing 5 steps (default: auto; 1 with "
                         "--lockstep and for the locked pipeline, bprop)")
     g.add_argument("--lockstep", action="store_true",
                    help="run the workers one at a time in the single-process order (deterministic, no parallelism; default: off)")
