@@ -39,12 +39,15 @@ including the drain that ends each round. Reported:
   single-process ``--method`` (the lock-step order) at equal steps;
 - a width sweep (``--widths``): examples/s of single bprop, locked and
   decoupled at the largest K for each width, to see where communication stops
-  eating the gain (``--sweep-rounds`` x ``--sweep-steps``, no evaluation).
+  eating the gain (``--sweep-rounds`` x ``--sweep-steps``, no evaluation). A
+  round ends with a drain (every minibatch in flight finished), which leaves
+  one worker idle while the other finishes; at 4 minibatches per call that
+  is up to 12 minibatches, so rounds of 48 steps, not fewer.
 
 Writes ``--out`` (default figures/bench_parallel.json) and the figure beside it
 (same name, .png), atomically, with the load average, CPU count and versions.
-Take figures you report through ``/work/helper_notes/quiet.sh`` on a shared
-machine: a 2-worker speed-up cannot be seen when other jobs use the cores.
+Take figures you report on an otherwise idle machine: a 2-worker speed-up
+cannot be seen when other jobs use the cores (the JSON records the load).
 """
 
 from __future__ import annotations
@@ -247,7 +250,7 @@ def main(argv=None) -> int:
                    help="width sweep (none: skip it)")
     p.add_argument("--sweep-rounds", type=positive_int, default=3,
                    help="interleaved rounds per sweep width, 2 or more (the first is a warm-up)")
-    p.add_argument("--sweep-steps", type=positive_int, default=24, help="steps per configuration per sweep round")
+    p.add_argument("--sweep-steps", type=positive_int, default=48, help="steps per configuration per sweep round")
     p.add_argument("--synthetic", action="store_true",
                    help="random MNIST-shaped data instead of MNIST (timing only: the test error means nothing)")
     p.add_argument("--data-dir", type=Path, default=None, help="data folder (default $MINIDNI_DATA or the cache)")

@@ -51,8 +51,8 @@ class StageWorker:
     the views of its flat parameter buffers still views) and applies the messages the driver hands it.
 
     A worker starts empty; :meth:`setup` gives it a stage and its place in the
-    pipeline. A drained worker can be set up
-    again for another pipeline (starting a worker process takes seconds).
+    pipeline. A drained worker can be set up again for another pipeline
+    (starting a worker process takes seconds).
     """
 
     def __init__(self):
