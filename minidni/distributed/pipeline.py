@@ -402,6 +402,11 @@ class Pipeline:
         try:
             ray.get(refs)
         except ray.exceptions.RayTaskError as exc:
+            for ref in refs:  # collect every worker's error, or Ray logs the others later as unhandled
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayTaskError:
+                    pass
             if isinstance(exc.cause, BackendError):  # e.g. no CuPy on a worker's node: one line, not a traceback
                 self.shutdown()
                 raise BackendError(f"a pipeline worker cannot use backend {backend!r}: {exc.cause}") from None
