@@ -35,10 +35,10 @@ one GPU of the cluster (Ray's ``num_gpus``) and refuses in one line when the
 cluster has fewer GPUs than workers.
 
 Calls. A decoupled worker gets ``--steps-per-call`` minibatches per Ray call
-and returns its synthesizer targets as one message per call: Ray's cost per call
-(about 3 ms per minibatch on 2 cores) is then paid once for all of them, at
-the price of targets that arrive about twice that many updates late (``summary.json``
-records the staleness). The default, ``auto``, times steps 4 to 8 and then
+and returns its synthesizer targets as one message per call: Ray's cost per
+call (about a millisecond of CPU in each process involved) is then paid once
+for all of them, at the price of targets that arrive about twice that many
+updates late (``summary.json`` records the staleness). The default, ``auto``, times steps 4 to 8 and then
 puts 60 ms of the slowest worker's work in a call (at most 4 minibatches;
 ``distributed.steps_per_call_choice``). The locked pipeline (bprop) and
 ``--lockstep`` make one call per minibatch.
