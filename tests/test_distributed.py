@@ -29,7 +29,8 @@ from minidni.distributed import pipeline as pipeline_module
 from minidni.distributed.batches import batch_indices
 from minidni.distributed.pipeline import (RAY_MISSING, Pipeline, balanced_groups, check_reachable, make_stages,
                                           spawn_workers)
-from minidni.distributed.state import on_backend, trainer_state
+from minidni.distributed.state import on_backend, pack, trainer_state
+from minidni.distributed.worker import StageWorker
 from minidni.dni.feedforward import build_trainer
 from minidni.experiments.feedforward import DATASETS, Dataset, _model, make_parser
 from minidni.experiments.pipeline import CHECKPOINT, add_pipeline_args, run_pipeline, trainer_at_cuts
@@ -215,6 +216,13 @@ def test_on_backend_copies_every_array_and_keeps_shared_arrays_and_flat_views_sh
     assert_same_state(moved.state_dict(), stage.state_dict(), rtol=0)
 
 
+def test_a_worker_sent_rows_without_held_data_says_so():
+    worker = StageWorker()
+    worker.setup(pack(make_stages(make_trainer("dni"), [(0, 1), (1, 3)])[0]), 0)
+    with pytest.raises(RuntimeError, match="sent rows, but this worker holds no data"):
+        worker.dni_steps([1], None, None, None, [np.arange(N)], [])
+
+
 def test_batch_indices_are_a_fixed_function_of_the_step():
     cache = {}
     a = [batch_indices(s, n=20, batch=6, seed=3, cache=cache) for s in range(1, 8)]
@@ -317,6 +325,39 @@ class TestPipeline:
         assert_same_state(state, single_process_state(method, data, **kw))
         assert all(r["placement"]["blas_threads"]["OPENBLAS_NUM_THREADS"] == "1" for r in report)
         assert all(s["max"] == 0 for r in report for s in r["staleness"].values())
+
+    @pytest.mark.parametrize("method, kw, workers, lockstep", [
+        ("dni", {}, 3, True),
+        ("cdni", {"unlock_forward": True, "warmup": 2}, 2, True),  # every worker takes the images from its rows
+        ("bprop", {}, 2, False),
+    ])
+    def test_rows_of_the_held_data_train_exactly_as_the_arrays_they_index(self, pool, ray_instance, method, kw,
+                                                                         workers, lockstep):
+        rng = np.random.default_rng(3)
+        x_train, y_train = rng.random((5 * N, D)), rng.integers(0, 10, 5 * N)
+        rows = [batch_indices(step, n=len(x_train), batch=N, seed=4) for step in range(1, 7)]
+        data = (x_train, y_train) if method != "dni" else tuple(ray_instance.put(a) for a in (x_train, y_train))
+        with Pipeline(make_trainer(method, **kw), workers=workers, lockstep=lockstep, actors=pool[:workers],
+                      data=data) as pipe:  # dni: the data given as object-store references
+            done = [d for step, r in enumerate(rows, start=1) for d in pipe.submit(step, rows=r)] + pipe.drain()
+            state = pipe.state_dict()
+        assert [d["step"] for d in done] == list(range(1, 7))
+        assert_same_state(state, single_process_state(method, [(x_train[r], y_train[r]) for r in rows], **kw))
+
+    def test_submit_takes_rows_only_with_data_and_only_rows_inside_it(self, pool):
+        x, y = batches(1)[0]
+        with Pipeline(make_trainer("dni"), workers=2, actors=pool[:2]) as pipe:
+            with pytest.raises(ValueError, match="rows= when the pipeline was given data=; got rows with data not"):
+                pipe.submit(1, rows=np.arange(N))
+        with pytest.raises(ValueError, match="data: x has 8 rows but y has 7"):
+            Pipeline(make_trainer("dni"), workers=2, actors=pool[:2], data=(x, y[:-1]))
+        with Pipeline(make_trainer("dni"), workers=2, actors=pool[:2], data=(x, y)) as pipe:
+            with pytest.raises(ValueError, match="got x, y with data given"):
+                pipe.submit(1, x, y)
+            for bad in (np.arange(1, N + 1), np.arange(N, dtype=float), np.zeros((2, 2), int), np.arange(0)):
+                with pytest.raises(ValueError, match=r"rows must be a non-empty 1-D array of indices 0\.\.7"):
+                    pipe.submit(1, rows=bad)
+            assert pipe.submit(1, rows=np.arange(N)) == [] and [d["step"] for d in pipe.drain()] == [1]
 
     @pytest.mark.parametrize("kw, match", [({"steps_per_call": 0}, "steps_per_call must be 'auto' or a whole number"),
                                            ({"steps_per_call": 4, "window": 3}, "at least steps_per_call = 4")])

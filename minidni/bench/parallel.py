@@ -136,7 +136,7 @@ class Config:
                 with np.errstate(over="ignore", invalid="ignore"):  # a diverged round is reported below
                     result = self.trainer.step(x_train[idx], y_train[idx])
             else:
-                done += self.pipe.submit(self.step, x_train[idx], y_train[idx])
+                done += self.pipe.submit(self.step, rows=idx)  # the workers hold the training set
         if self.pipe is not None:
             done += self.pipe.drain()
         seconds = time.perf_counter() - t0
@@ -168,8 +168,9 @@ class Config:
         return err
 
 
-def make_configs(args, width: int, cut, ks: list[int], actors: list) -> list[Config]:
-    """single bprop and --method, then locked and decoupled for each K (pipelines on slices of ``actors``)."""
+def make_configs(args, width: int, cut, ks: list[int], actors: list, data_refs: tuple) -> list[Config]:
+    """single bprop and --method, then locked and decoupled for each K (pipelines on slices of ``actors``,
+    holding the training set of ``data_refs``, its object-store references)."""
     configs = [Config("single", m, 0, make_trainer(m, args, width, cut), None, args.batch)
                for m in ("bprop", args.method)]
     used = 0
@@ -177,7 +178,7 @@ def make_configs(args, width: int, cut, ks: list[int], actors: list) -> list[Con
         for kind, method in (("locked", "bprop"), ("decoupled", args.method)):
             trainer = make_trainer(method, args, width, cut)
             pipe = Pipeline(trainer, workers=k, actors=actors[used:used + k],  # modules balanced by parameters
-                            steps_per_call=args.steps_per_call)
+                            steps_per_call=args.steps_per_call, data=data_refs)
             used += k
             configs.append(Config(kind, method, k, trainer, pipe, args.batch))
     return configs
@@ -311,8 +312,9 @@ def _run(args, command: str) -> int:
     started = init_ray(args.ray_address)
     try:
         actors = spawn_workers(2 * sum(ks), cpus_per_worker=_share(2 * sum(ks)))
-        result = _main_phase(args, ks, modules, actors, (x_train, y_train), (x_test, y_test), log)
-        result["width_sweep"] = _sweep(args, ks[-1], modules, actors, (x_train, y_train), log)
+        refs = tuple(require_ray().put(a) for a in (x_train, y_train))  # one copy for every pipeline's workers
+        result = _main_phase(args, ks, modules, actors, (x_train, y_train), refs, (x_test, y_test), log)
+        result["width_sweep"] = _sweep(args, ks[-1], modules, actors, (x_train, y_train), refs, log)
         for actor in actors:
             require_ray().kill(actor)
     finally:
@@ -334,11 +336,11 @@ def _share(count: int) -> float:
     return min(1.0, require_ray().cluster_resources().get("CPU", 1.0) / count)
 
 
-def _main_phase(args, ks, modules, actors, train, test, log) -> dict:
+def _main_phase(args, ks, modules, actors, train, train_refs, test, log) -> dict:
     costs = layer_costs(args.layers, args.width)
     sg = sg_cost(args.method, args.width)
     cut = module_cut(costs, modules, sg)
-    configs = make_configs(args, args.width, cut, ks, actors)
+    configs = make_configs(args, args.width, cut, ks, actors, train_refs)
     for c in configs:
         if c.pipe is not None:
             for line in c.pipe.describe():
@@ -384,11 +386,11 @@ def _main_phase(args, ks, modules, actors, train, test, log) -> dict:
             "equal_time_seconds": t_equal, "configs": rows, "staleness_effect": staleness_effect}
 
 
-def _sweep(args, k, modules, actors, train, log) -> list[dict]:
+def _sweep(args, k, modules, actors, train, train_refs, log) -> list[dict]:
     out = []
     for width in args.widths:
         cut = module_cut(layer_costs(args.layers, width), modules, sg_cost(args.method, width))
-        configs = make_configs(args, width, cut, [k], actors)
+        configs = make_configs(args, width, cut, [k], actors, train_refs)
         configs = [c for c in configs if c.kind != "single" or c.method == "bprop"]
         interleave(configs, args.sweep_rounds, args.sweep_steps, train, args,
                    log=lambda msg, w=width: log(f"width {w}: {msg}"))

@@ -20,7 +20,8 @@ by backprop among themselves (what ``python -m minidni.run mnist --workers K``
 does, :mod:`minidni.experiments.pipeline`).
 
 Decoupled (``dni``/``cdni``). The driver puts the minibatches in the object
-store and submits ``dni_steps`` to every worker, each taking the previous
+store (or, given the training set as ``data``, sends only their rows: see
+"Data" below) and submits ``dni_steps`` to every worker, each taking the previous
 worker's outputs by REFERENCE (the arrays go from worker to worker, not
 through the driver). For each minibatch a worker runs forward, asks its
 synthesizer, runs backward and updates, and moves on to the next; the
@@ -60,6 +61,15 @@ from the top down; each worker keeps its caches until the gradient from above
 arrives, and only then updates. Ray runs one caller's calls on an actor in the
 order they were submitted, so the next forward on a worker always comes after
 its backward: this is plain backprop, spread over processes.
+
+Data. ``data=(x_train, y_train)`` puts the training set in the object store
+once (or takes the references of an earlier ``ray.put``, to share one copy
+between pipelines) and gives it to every worker (one copy per node, read in
+place); ``submit(step, rows=idx)`` then sends only the minibatch's row
+indices, and each worker takes its images and labels from there. Without it,
+``submit(step, x, y)`` puts every minibatch's arrays in the object store: a
+copy by the driver, object-store traffic through the raylet on the shared
+cores, and on a cluster the images cross the network at every step.
 
 In flight. At most ``window`` minibatches are in the pipeline: before new
 ones go in, the oldest call's must be finished by every worker. That bounds memory
@@ -338,6 +348,8 @@ class Pipeline:
     test hook that kills that worker when the step reaches it. ``actors``:
     ``workers`` idle actors from :func:`spawn_workers` to use instead of
     starting new ones (they are then not stopped by :meth:`shutdown`).
+    ``data``: the training set ``(x (N, ...), y (N,))``, host arrays or object-store references of
+    them, given to every worker once; :meth:`submit` then takes ``rows=`` instead of ``x, y``.
     ``steps_per_call``: decoupled minibatches per worker call, or ``"auto"``
     (the default: chosen after the 8th step, see "Calls" above; the choice is in
     ``steps_per_call_choice``); 1 in lock-step and in the locked pipeline.
@@ -349,7 +361,7 @@ class Pipeline:
                  window: int | None = None, lockstep: bool = False, cpus_per_worker: float = 1.0,
                  blas_threads: int = 1, backend: str = "numpy", timeout: float | None = None,
                  fail_at: tuple[int, int] | None = None, actors: Sequence | None = None,
-                 steps_per_call: int | str = STEPS_PER_CALL):
+                 steps_per_call: int | str = STEPS_PER_CALL, data: tuple | None = None):
         ray = require_ray()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -386,7 +398,7 @@ class Pipeline:
         self.unlock = trainer.input_models is not None
         self.backend, self.timeout = backend, timeout
         self._in_flight: deque = deque()  # per call round: (steps, info refs, tensor refs)
-        self._waiting: list = []  # (step, x, y) of the decoupled call round being gathered
+        self._waiting: list = []  # (step, x, y, rows) of the decoupled call round being gathered
         self._eval_input = None
         self._owned = actors is None
         self.actors = list(actors) if actors is not None else spawn_workers(
@@ -412,6 +424,17 @@ class Pipeline:
                 raise BackendError(f"a pipeline worker cannot use backend {backend!r}: {exc.cause}") from None
             raise
         self.placement = ray.get([a.where.remote() for a in self.actors])
+        self._data_rows = None if data is None else self._hold_data(*data)  # rows in the held data, when given
+
+    def _hold_data(self, x, y) -> int:
+        """Give every worker the training set (put in the object store unless already a reference); its size."""
+        ray = require_ray()
+        refs = [isinstance(v, ray.ObjectRef) for v in (x, y)]
+        if not any(refs) and len(x) != len(y):
+            raise ValueError(f"data: x has {len(x)} rows but y has {len(y)}")
+        x_ref, y_ref = (v if is_ref else ray.put(v) for v, is_ref in zip((x, y), refs))
+        ray.get([a.hold_data.remote(x_ref, y_ref) for a in self.actors])
+        return len(x) if not refs[0] else int(ray.get(self.actors[0].data_size.remote()))
 
     @staticmethod
     def _check_numpy(trainer) -> None:
@@ -442,14 +465,25 @@ class Pipeline:
                 for p in self.placement]
 
     # ------------------------------------------------------------------ training
-    def submit(self, step: int, x, y) -> list[dict]:
-        """Put one minibatch in the pipeline (x (N, ...), y (N,) host arrays); returns the steps it finished.
+    def submit(self, step: int, x=None, y=None, *, rows=None) -> list[dict]:
+        """Put one minibatch in the pipeline (x (N, ...), y (N,) host arrays, or ``rows`` (N,), its indices in
+        the pipeline's ``data``); returns the steps it finished.
 
         Each finished step is ``{"step", "loss", "sg_loss": {i: ..}, "input_loss": {i: ..}}``
         (host floats; the regression losses are each synthesizer's latest). Decoupled, the
         minibatches go to the workers ``steps_per_call`` at a time (:meth:`drain` sends the rest).
         """
-        self._waiting.append((step, x, y))
+        if (rows is None) != (self._data_rows is None) or (rows is None and (x is None or y is None)):
+            raise ValueError("submit takes x and y, or rows= when the pipeline was given data=; got "
+                             + ("rows" if rows is not None else "x, y") + " with data "
+                             + ("given" if self._data_rows is not None else "not given"))
+        if rows is not None:
+            rows = np.asarray(rows)
+            if rows.ndim != 1 or rows.dtype.kind not in "iu" or not rows.size or rows.min() < 0 \
+                    or rows.max() >= self._data_rows:
+                raise ValueError(f"rows must be a non-empty 1-D array of indices 0..{self._data_rows - 1}, "
+                                 f"got shape {rows.shape} dtype {rows.dtype}")
+        self._waiting.append((step, x, y, rows))
         if self.mode == "locked" or len(self._waiting) == self.steps_per_call:
             self._send_waiting()
         done = []  # room for the next call's minibatches: at most `window` in flight when it goes in
@@ -460,15 +494,16 @@ class Pipeline:
     def _send_waiting(self) -> None:
         """Submit the gathered minibatches: one call per worker (decoupled), or one step's calls (locked)."""
         ray = require_ray()
-        steps, xs, ys = (list(column) for column in zip(*self._waiting))
+        steps, xs, ys, rows = (list(column) for column in zip(*self._waiting))
         self._waiting = []
         infos, tensors = [], []  # the driver reads only the infos; tensors go from worker to worker
         self._in_flight.append((steps, infos, tensors))
+        held = self._data_rows is not None  # then the workers take the batches from their data by rows
         if self.mode == "decoupled":
-            x_ref, y_ref = ray.put(xs), ray.put(ys)
+            x_ref, y_ref, rows = (None, None, rows) if held else (ray.put(xs), ray.put(ys), None)
             h = x_ref
             for g, actor in enumerate(self.actors):
-                args = (steps, None, x_ref, y_ref) if self.unlock else (steps, h, None, y_ref)
+                args = (steps, None, x_ref, y_ref, rows) if self.unlock else (steps, h, None, y_ref, rows)
                 out, down, info = actor.dni_steps.options(num_returns=3).remote(*args, *self._take_mail(g))
                 infos.append(info)
                 tensors += [out, down]
@@ -480,9 +515,10 @@ class Pipeline:
                 if self.lockstep:  # one worker at a time: the single-process order of operations
                     self._get(steps[0], infos)
         else:
-            (step,), h, y_ref = steps, ray.put(xs[0]), ray.put(ys[0])
+            (step,) = steps
+            h, y_ref, row = (None, None, rows[0]) if held else (ray.put(xs[0]), ray.put(ys[0]), None)
             for actor in self.actors:  # the top worker also runs its backward at once
-                h, info = actor.bprop_forward.options(num_returns=2).remote(step, h, y_ref)
+                h, info = actor.bprop_forward.options(num_returns=2).remote(step, h, y_ref, row)
                 infos.append(info)
                 tensors.append(h)
             for actor in self.actors[-2::-1]:  # every lower worker waits for the gradient from above

@@ -17,6 +17,12 @@ that are ready (as arguments of its next call, :meth:`dni_steps`, or of
 :meth:`deliver`), so a message costs no call of its own and no worker ever
 waits for another.
 
+Data. A pipeline may give its workers the training set once (:meth:`hold_data`,
+object-store references, so the workers of one node share one copy); its
+minibatches then travel as ROWS, index arrays into it, and each worker takes
+the images and labels it needs itself: the driver puts nothing in the object
+store per minibatch.
+
 Backend. On ``backend="cupy"`` (one GPU per worker, reserved through Ray's
 ``num_gpus``) the worker unpacks its stage onto the GPU when it is set up
 (:func:`~minidni.distributed.state.unpack`); activations and gradients
@@ -59,6 +65,7 @@ class StageWorker:
         self.stage = None
         self.index, self.fail_at_step = -1, None
         self.xp = np
+        self.data = None  # (x (N, ...), y (N,)): the training set, when the pipeline sends rows
 
     def setup(self, payload: bytes, index: int, *, fail_at_step: int | None = None,
               backend_name: str = "numpy") -> None:
@@ -67,6 +74,7 @@ class StageWorker:
         self.xp = backend.set_backend(backend_name)
         self.stage = unpack(payload, self.xp)
         self.index, self.fail_at_step = index, fail_at_step
+        self.data = None  # a previous pipeline's
 
     def where(self) -> dict:
         """Where this worker runs: Ray node id, IP address, process id, niceness, GPUs, backend, BLAS threads."""
@@ -81,23 +89,49 @@ class StageWorker:
     def ping(self) -> int:
         return self.index
 
+    def hold_data(self, x, y) -> None:
+        """Keep the training set (x (N, ...), y (N,); read-only arrays of the object store, not copied)."""
+        self.data = (x, y)
+
+    def data_size(self) -> int:
+        """Rows in the held training set."""
+        return len(self.data[0])
+
     # ------------------------------------------------------------------ steps
     def _in(self, a):
         """An arriving host array (or None) on this worker's backend."""
         return a if a is None or self.xp is np else backend.to_device(a, self.xp)
 
-    def dni_steps(self, steps: list, hs, xs, ys, kinds: list, *messages):
+    def _rows(self, rows: list, hs, xs, ys):
+        """``(hs, xs, ys)`` with the minibatches of ``rows`` (index arrays (N,) into :meth:`hold_data`'s set) filled
+        in: the labels, and the images where this worker needs them (its input in the first stage, the
+        input models' with the complete unlock)."""
+        if self.data is None:
+            raise RuntimeError("a call sent rows, but this worker holds no data (Pipeline(data=...) sends it)")
+        x, y = self.data
+        ys = [y[r] for r in rows]
+        if self.stage.input_models is not None:
+            xs = [x[r] for r in rows]
+        elif hs is None:
+            hs = [x[r] for r in rows]
+        return hs, xs, ys
+
+    def dni_steps(self, steps: list, hs, xs, ys, rows, kinds: list, *messages):
         """Apply the messages that arrived, then decoupled steps ``steps`` in one call (Ray's cost per call
         is paid once for all of them).
 
         ``hs``: this stage's inputs, one per step (None with the complete unlock); ``xs``: the image
-        batches (None without it); ``ys``: the labels. ``kinds`` and ``messages``: see :meth:`deliver`.
+        batches (None without it); ``ys``: the labels. Or ``rows``: one index array per step into the
+        held data (:meth:`hold_data`), with ``xs``, ``ys`` and the first stage's ``hs`` None.
+        ``kinds`` and ``messages``: see :meth:`deliver`.
         Returns ``(outs, targets, infos)``: the outputs of the stage's last module, one per step (the
         input of the stage above, or with the complete unlock the targets of its input model; None at
         the top), the input gradients of its first module (the targets of the top synthesizer below;
         None in the first stage) and one info dict per step.
         """
         self.deliver(kinds, *messages)
+        if rows is not None:
+            hs, xs, ys = self._rows(rows, hs, xs, ys)
         outs, targets, infos = [], [], []
         for k, step in enumerate(steps):
             self._maybe_fail(step)
@@ -116,8 +150,12 @@ class StageWorker:
             for step, target in zip(steps, targets):
                 fit(step, self._in(target))
 
-    def bprop_forward(self, step: int, h, y):
+    def bprop_forward(self, step: int, h, y, rows=None):
+        """The locked forward of ``step``; ``rows`` (N,): its minibatch in the held data, instead of ``y``
+        (and of ``h`` in the first stage)."""
         self._maybe_fail(step)
+        if rows is not None:
+            (h,), _, (y,) = self._rows([rows], None if h is None else [h], None, None)
         out, d_in, info = self.stage.bprop_forward(step, self._in(h), self._in(y))
         return backend.to_numpy(out if out is not None else d_in), info
 

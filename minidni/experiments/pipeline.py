@@ -276,7 +276,7 @@ def run_pipeline(args: argparse.Namespace, data, *, dataset: str, model: Callabl
     try:
         with Pipeline(trainer, workers=args.workers, groups=groups, window=args.window, lockstep=args.lockstep,
                       steps_per_call=args.steps_per_call or STEPS_PER_CALL,
-                      backend=args.backend, fail_at=args.inject_failure) as pipe:
+                      backend=args.backend, fail_at=args.inject_failure, data=(x_train, y_train)) as pipe:
             print(f"{dataset}: {_describe_interfaces(args, interfaces)}")
             for line in pipe.describe():
                 print(f"{dataset}: {line}")
@@ -335,7 +335,7 @@ def _train(args, pipe: Pipeline, arrays, start_step: int, tqdm) -> dict:
                 lr = new_lr
                 pipe.set_lr(lr, sg_lr * lr / args.lr)
             idx = batch_indices(step, n=x_train.shape[0], batch=args.batch, seed=args.seed, cache=order)
-            finished(pipe.submit(step, x_train[idx], y_train[idx]))
+            finished(pipe.submit(step, rows=idx))  # the workers hold the training set
             bar.update(1)
             boundary = step % args.eval_every == 0 or step % every == 0 or step == args.steps
             if boundary:
