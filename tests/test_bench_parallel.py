@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 
+import numpy as np
 import pytest
 
-from minidni.bench.parallel import layer_costs, main, module_cut
+from minidni.bench.parallel import Config, layer_costs, main, module_cut
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                 reason='needs the optional Ray extra: pip install -e ".[distributed]"')
@@ -23,6 +25,38 @@ def test_module_cut_counts_the_synthesizer_in_the_module_below():
     assert module_cut(costs, 2, 5.0) == [(0, 1), (1, 4)]  # 4 + 5 below, 12 above: the best largest group
     assert module_cut(costs, 1, 5.0) == [(0, 4)]
     assert layer_costs(2, 8) == [784.0 * 8, 8.0 * 8 + 80]
+
+
+class SlowToFillPipe:
+    """A stand-in pipeline: its first two minibatches take 50 ms to come back, the others 5 ms; window 3."""
+
+    def __init__(self):
+        self.sent = []
+
+    def submit(self, step, rows):
+        time.sleep(0.05 if step <= 2 else 0.005)
+        self.sent.append(step)
+        return [self._info(self.sent.pop(0))] if len(self.sent) > 2 else []
+
+    def drain(self):
+        done, self.sent = [self._info(s) for s in self.sent], []
+        return done
+
+    def calls(self, since):
+        return [[]]
+
+    @staticmethod
+    def _info(step):
+        return {"step": step, "loss": 0.0, "sg_loss": {}, "input_loss": {}}
+
+
+def test_steady_throughput_leaves_out_the_fill_of_a_round():
+    config = Config("decoupled", "cdni", 2, None, SlowToFillPipe(), batch=8)
+    config.train(12, (np.zeros((40, 3)), np.zeros(40, int)), 0, {})
+    (row,) = config.rounds
+    # 12 steps take about 0.1 + 10 * 0.005 s; from the first return (at step 3) on, 11 steps in about 0.045 s
+    assert row["examples_per_second"] < 12 * 8 / 0.1
+    assert row["steady_examples_per_second"] > max(11 * 8 / 0.08, 2 * row["examples_per_second"])
 
 
 @pytest.mark.parametrize("options, message", [
@@ -63,12 +97,14 @@ def test_tiny_run_writes_json_and_figure(capsys, tmp_path):
     assert names == ["single bprop", "single cdni", "locked bprop K=2", "decoupled cdni K=2"]
     rows = {r["name"]: r for r in data["configs"]}
     for r in rows.values():
-        assert r["steps"] == 6 and r["examples_per_second"] > 0 and len(r["curve"]) == 3
+        assert r["steps"] == 6 and r["examples_per_second"] > 0 and r["steady_examples_per_second"] > 0
+        assert len(r["curve"]) == 3
         assert 0 <= r["test_error_at_equal_time"] <= 100 and len(r["rounds"]) == 2
     assert rows["single bprop"]["worker_busy_fraction_mean"] is None
     assert all(0 <= b <= 1.5 for b in rows["locked bprop K=2"]["worker_busy_fraction_mean"])  # 2 workers
     two = rows["decoupled cdni K=2"]
     assert two["ratio_to_locked_same_k"]["rounds"] == 1 and two["groups"] == [[0, 1], [1, 2]]
+    assert two["steady_ratio_to_locked_same_k"]["rounds"] == 1
     sg = two["stages"][0]["staleness"]["sg"]
     assert sg["count"] == 6 and sum(sg["histogram"].values()) == 6
     assert data["model"]["modules"] == 2 and data["staleness_effect"][-1]["steps"] == 6

@@ -30,6 +30,13 @@ including the drain that ends each round. Reported:
 
 - examples/s per configuration, and per round the ratio decoupled / locked at
   the same K (median over rounds, min and max);
+- the same, STEADY: examples/s from the return of a round's first step to
+  the end of the round (its drain). A round starts with an empty pipeline,
+  so its first step takes the time of every worker in turn, and each later
+  step about the slowest worker's: steady counts the steps after the first
+  over the time after it, the rate of a run that drains only to evaluate
+  (``--eval-every``, 1000 steps by default). For one process it is the plain throughput without the
+  first step. Both figures are reported;
 - test error against training wall-clock time; the error every configuration
   had reached at the same wall-clock time (the fastest configuration's total,
   each curve interpolated linearly in time), and at the same steps (the end);
@@ -73,6 +80,7 @@ from minidni.io import save_figure, write_json
 from minidni.layers import Linear, Sequential
 
 PROG = "python -m minidni.bench parallel"
+STEADY = "steady_examples_per_second"  # per round: without the pipeline's fill (see the module docstring)
 IN_DIM = 784
 
 
@@ -129,6 +137,7 @@ class Config:
         batch = self.batch
         wall0, t0 = time.time(), time.perf_counter()
         done, result = [], None
+        first = None  # (time, steps finished then): when the round's first step came back
         for _ in range(steps):
             self.step += 1
             idx = batch_indices(self.step, n=x_train.shape[0], batch=batch, seed=seed, cache=order)
@@ -137,6 +146,8 @@ class Config:
                     result = self.trainer.step(x_train[idx], y_train[idx])
             else:
                 done += self.pipe.submit(self.step, rows=idx)  # the workers hold the training set
+            if first is None and (self.pipe is None or done):
+                first = (time.perf_counter(), len(done) if self.pipe is not None else 1)
         if self.pipe is not None:
             done += self.pipe.drain()
         seconds = time.perf_counter() - t0
@@ -144,6 +155,9 @@ class Config:
         self.train_seconds += seconds
         row = {"steps": steps, "seconds": seconds, "examples_per_second": steps * batch / seconds,
                "load_average_1min": os.getloadavg()[0]}
+        # from the first step's return on, without the pipeline's fill (None: nothing came back before the drain)
+        row[STEADY] = ((steps - first[1]) * batch / (t0 + seconds - first[0])
+                       if first is not None and first[1] < steps else None)
         if self.pipe is not None:  # how much of the round each worker computed (the rest: waiting, messages)
             row["worker_busy_fraction"] = [sum(end - start for _, _, start, end in calls) / seconds
                                            for calls in self.pipe.calls(wall0)]
@@ -207,13 +221,22 @@ def throughput(c: Config) -> float:
     return sum(r["steps"] for r in rounds) * c.batch / sum(r["seconds"] for r in rounds)
 
 
-def round_ratios(a: Config, b: Config) -> list[float]:
-    """Per-round examples/s ratio a / b (the first round, a warm-up, left out)."""
+def steady_throughput(c: Config) -> float | None:
+    """Median over every round but the first of the round's steady examples/s (see the module docstring);
+    None if no round had one (rounds no longer than the pipeline's window)."""
+    values = [r[STEADY] for r in c.rounds[1:] if r[STEADY] is not None]
+    return statistics.median(values) if values else None
+
+
+def round_ratios(a: Config, b: Config, key: str = "examples_per_second") -> list[float]:
+    """Per-round ratio a / b of ``key`` (the first round, a warm-up, left out; so are rounds without it)."""
     pairs = list(zip(a.rounds, b.rounds))[1:]
-    return [ra["examples_per_second"] / rb["examples_per_second"] for ra, rb in pairs]
+    return [ra[key] / rb[key] for ra, rb in pairs if ra[key] is not None and rb[key] is not None]
 
 
-def summary_of(ratios: list[float]) -> dict:
+def summary_of(ratios: list[float]) -> dict | None:
+    if not ratios:
+        return None
     return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "rounds": len(ratios)}
 
 
@@ -354,12 +377,14 @@ def _main_phase(args, ks, modules, actors, train, train_refs, test, log) -> dict
         busy = [r["worker_busy_fraction"] for r in c.rounds[1:] if "worker_busy_fraction" in r]
         row = {"name": c.name, "kind": c.kind, "method": c.method, "workers": c.workers,
                "worker_busy_fraction_mean": [float(np.mean(b)) for b in zip(*busy)] if busy else None,
-               "examples_per_second": throughput(c), "train_seconds": c.train_seconds, "steps": c.step,
+               "examples_per_second": throughput(c), STEADY: steady_throughput(c),
+               "train_seconds": c.train_seconds, "steps": c.step,
                "test_error_at_equal_time": error_at(c, t_equal),
                "test_error_at_equal_steps": c.curve[-1]["test_error_percent"],
                "rounds": c.rounds, "curve": c.curve}
         if c.kind == "decoupled" and locked is not None:
             row["ratio_to_locked_same_k"] = summary_of(round_ratios(c, locked))
+            row["steady_ratio_to_locked_same_k"] = summary_of(round_ratios(c, locked, STEADY))
         row["ratio_to_single_bprop"] = summary_of(round_ratios(c, by_name["single bprop"]))
         if c.pipe is not None:
             report = c.pipe.report()
@@ -398,6 +423,7 @@ def _sweep(args, k, modules, actors, train, train_refs, log) -> list[dict]:
         out.append({"width": width, "workers": k, "cut_layers": cut, "steps_per_call": dec.pipe.steps_per_call,
                     "examples_per_second": {c.name: throughput(c) for c in configs},
                     "ratio_decoupled_to_locked": summary_of(round_ratios(dec, locked)),
+                    "steady_ratio_decoupled_to_locked": summary_of(round_ratios(dec, locked, STEADY)),
                     "ratio_decoupled_to_single_bprop": summary_of(round_ratios(dec, single)),
                     "ratio_locked_to_single_bprop": summary_of(round_ratios(locked, single))})
         for c in configs:
@@ -407,17 +433,19 @@ def _sweep(args, k, modules, actors, train, train_refs, log) -> list[dict]:
 
 
 def _print_table(out: dict, log) -> None:
-    log(f"{'configuration':<26} {'ex/s':>8} {'vs locked':>10} {'vs 1-proc':>10} "
+    log(f"{'configuration':<26} {'ex/s':>8} {'vs locked':>10} {'steady':>7} {'vs 1-proc':>10} "
         f"{'err@' + format(out['equal_time_seconds'], '.0f') + 's':>9} {'err@end':>8} {'staleness':>10} busy")
     for r in out["configs"]:
         vs_locked = r.get("ratio_to_locked_same_k", {}).get("median")
+        steady = (r.get("steady_ratio_to_locked_same_k") or {}).get("median")
         stale = [s["staleness"].get("sg", {}).get("mean") for s in r.get("stages", []) if s["staleness"].get("sg")]
-        log(f"{r['name']:<26} {r['examples_per_second']:8.0f} {_fmt(vs_locked, 'x'):>10} "
+        log(f"{r['name']:<26} {r['examples_per_second']:8.0f} {_fmt(vs_locked, 'x'):>10} {_fmt(steady, 'x'):>7} "
             f"{_fmt(r['ratio_to_single_bprop']['median'], 'x'):>10} {r['test_error_at_equal_time']:8.2f}% "
             f"{r['test_error_at_equal_steps']:7.2f}% {_fmt(stale[0] if stale else None, ''):>10} "
             f"{' '.join(f'{b:.2f}' for b in r['worker_busy_fraction_mean'] or [])}")
     for s in out["width_sweep"]:
-        log(f"width {s['width']:>5}: decoupled/locked {s['ratio_decoupled_to_locked']['median']:.2f}x, "
+        log(f"width {s['width']:>5}: decoupled/locked {s['ratio_decoupled_to_locked']['median']:.2f}x "
+            f"(steady {_fmt((s['steady_ratio_decoupled_to_locked'] or {}).get('median'), 'x')}), "
             f"decoupled/single bprop {s['ratio_decoupled_to_single_bprop']['median']:.2f}x")
 
 
@@ -438,16 +466,21 @@ def _plot(out: dict, path: Path) -> None:
     rows = out["configs"]
     xs = np.arange(len(rows))
     ax_bar.bar(xs, [r["examples_per_second"] for r in rows], color=[colours[r["kind"]] for r in rows])
-    for x, r in zip(xs, rows):
+    steadies = [np.nan if r[STEADY] is None else r[STEADY] for r in rows]
+    steady = ax_bar.scatter(xs, steadies, marker="_", s=500, color="k", zorder=3)
+    for x, r, level in zip(xs, rows, steadies):
         ratio = r.get("ratio_to_locked_same_k", {}).get("median")
         if ratio is not None:
-            ax_bar.annotate(f"{ratio:.2f}x locked", (x, r["examples_per_second"]), ha="center", va="bottom",
-                            fontsize=8)
+            steady_ratio = _fmt((r["steady_ratio_to_locked_same_k"] or {}).get("median"), "x")
+            ax_bar.annotate(f"{ratio:.2f}x locked\n(steady {steady_ratio})",
+                            (x, np.nanmax([r["examples_per_second"], level])), ha="center", va="bottom", fontsize=8)
     ax_bar.set_xticks(xs, [r["name"].replace(" K=", "\nK=") for r in rows], rotation=30, ha="right", fontsize=8)
     ax_bar.set_ylabel("training throughput (examples / s)")
     ax_bar.set_title(f"FCN-{m['layers']} x {m['width']}, batch {m['batch']}, {m['modules']} modules")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
-    ax_bar.legend(handles, ["one process", "locked pipeline (bprop)", "decoupled pipeline (DNI)"], fontsize=8)
+    ax_bar.margins(y=0.15)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()] + [steady]
+    ax_bar.legend(handles, ["one process", "locked pipeline (bprop)", "decoupled pipeline (DNI)",
+                            "steady (a round without its fill)"], fontsize=8, loc="upper left")
     for r in rows:
         style = {"single": ":", "locked": "--", "decoupled": "-"}[r["kind"]]
         ax_err.plot([p["train_seconds"] for p in r["curve"]], [p["test_error_percent"] for p in r["curve"]],
