@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import time
 
 import numpy as np
 import pytest
 
+from minidni.bench import parallel
 from minidni.bench.parallel import Config, layer_costs, main, module_cut
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
@@ -27,14 +27,26 @@ def test_module_cut_counts_the_synthesizer_in_the_module_below():
     assert layer_costs(2, 8) == [784.0 * 8, 8.0 * 8 + 80]
 
 
-class SlowToFillPipe:
-    """A stand-in pipeline: its first two minibatches take 50 ms to come back, the others 5 ms; window 3."""
+class Clock:
+    """A stand-in for the ``time`` module: seconds pass only when a stand-in pipeline says so."""
 
     def __init__(self):
-        self.sent = []
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+    time = perf_counter
+
+
+class SlowToFillPipe:
+    """A stand-in pipeline on ``clock``: its first two minibatches take 50 ms each, the others 5 ms; window 3."""
+
+    def __init__(self, clock):
+        self.clock, self.sent = clock, []
 
     def submit(self, step, rows):
-        time.sleep(0.05 if step <= 2 else 0.005)
+        self.clock.now += 0.05 if step <= 2 else 0.005
         self.sent.append(step)
         return [self._info(self.sent.pop(0))] if len(self.sent) > 2 else []
 
@@ -50,13 +62,15 @@ class SlowToFillPipe:
         return {"step": step, "loss": 0.0, "sg_loss": {}, "input_loss": {}}
 
 
-def test_steady_throughput_leaves_out_the_fill_of_a_round():
-    config = Config("decoupled", "cdni", 2, None, SlowToFillPipe(), batch=8)
+def test_steady_throughput_leaves_out_the_fill_of_a_round(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(parallel, "time", clock)
+    config = Config("decoupled", "cdni", 2, None, SlowToFillPipe(clock), batch=8)
     config.train(12, (np.zeros((40, 3)), np.zeros(40, int)), 0, {})
     (row,) = config.rounds
-    # 12 steps take about 0.1 + 10 * 0.005 s; from the first return (at step 3) on, 11 steps in about 0.045 s
-    assert row["examples_per_second"] < 12 * 8 / 0.1
-    assert row["steady_examples_per_second"] > max(11 * 8 / 0.08, 2 * row["examples_per_second"])
+    # 12 steps in 2 * 0.05 + 10 * 0.005 s; step 1 comes back at step 3 (0.105 s), the other 11 in the 0.045 s after
+    assert row["examples_per_second"] == pytest.approx(12 * 8 / 0.15)
+    assert row["steady_examples_per_second"] == pytest.approx(11 * 8 / 0.045)
 
 
 @pytest.mark.parametrize("options, message", [

@@ -354,6 +354,8 @@ class TestPipeline:
         with Pipeline(make_trainer("dni"), workers=2, actors=pool[:2], data=(x, y)) as pipe:
             with pytest.raises(ValueError, match="got x, y with data given"):
                 pipe.submit(1, x, y)
+            with pytest.raises(ValueError, match="got x, y, rows with data given"):
+                pipe.submit(1, x, y, rows=np.arange(N))
             for bad in (np.arange(1, N + 1), np.arange(N, dtype=float), np.zeros((2, 2), int), np.arange(0)):
                 with pytest.raises(ValueError, match=r"rows must be a non-empty 1-D array of indices 0\.\.7"):
                     pipe.submit(1, rows=bad)

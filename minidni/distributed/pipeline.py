@@ -372,6 +372,8 @@ class Pipeline:
         if any(p != 1.0 for p in trainer.p_update):
             raise ValueError(f"p_update must be 1 for every module in a pipeline, got {trainer.p_update}")
         self._check_numpy(trainer)
+        if data is not None and not any(isinstance(v, ray.ObjectRef) for v in data) and len(data[0]) != len(data[1]):
+            raise ValueError(f"data: x has {len(data[0])} rows but y has {len(data[1])}")
         n = len(trainer.modules)
         self.groups = [tuple(g) for g in groups] if groups else balanced_groups(
             [_module_cost(m) for m in trainer.modules], workers)
@@ -430,8 +432,6 @@ class Pipeline:
         """Give every worker the training set (put in the object store unless already a reference); its size."""
         ray = require_ray()
         refs = [isinstance(v, ray.ObjectRef) for v in (x, y)]
-        if not any(refs) and len(x) != len(y):
-            raise ValueError(f"data: x has {len(x)} rows but y has {len(y)}")
         x_ref, y_ref = (v if is_ref else ray.put(v) for v, is_ref in zip((x, y), refs))
         ray.get([a.hold_data.remote(x_ref, y_ref) for a in self.actors])
         return len(x) if not refs[0] else int(ray.get(self.actors[0].data_size.remote()))
@@ -473,9 +473,10 @@ class Pipeline:
         (host floats; the regression losses are each synthesizer's latest). Decoupled, the
         minibatches go to the workers ``steps_per_call`` at a time (:meth:`drain` sends the rest).
         """
-        if (rows is None) != (self._data_rows is None) or (rows is None and (x is None or y is None)):
-            raise ValueError("submit takes x and y, or rows= when the pipeline was given data=; got "
-                             + ("rows" if rows is not None else "x, y") + " with data "
+        given = [name for name, v in (("x", x), ("y", y), ("rows", rows)) if v is not None]
+        if given != (["rows"] if self._data_rows is not None else ["x", "y"]):
+            raise ValueError(f"submit takes x and y, or rows= when the pipeline was given data=; got "
+                             f"{', '.join(given) or 'nothing'} with data "
                              + ("given" if self._data_rows is not None else "not given"))
         if rows is not None:
             rows = np.asarray(rows)
