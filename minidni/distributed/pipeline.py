@@ -431,10 +431,8 @@ class Pipeline:
     def _hold_data(self, x, y) -> int:
         """Give every worker the training set (put in the object store unless already a reference); its size."""
         ray = require_ray()
-        refs = [isinstance(v, ray.ObjectRef) for v in (x, y)]
-        x_ref, y_ref = (v if is_ref else ray.put(v) for v, is_ref in zip((x, y), refs))
-        ray.get([a.hold_data.remote(x_ref, y_ref) for a in self.actors])
-        return len(x) if not refs[0] else int(ray.get(self.actors[0].data_size.remote()))
+        x_ref, y_ref = (v if isinstance(v, ray.ObjectRef) else ray.put(v) for v in (x, y))
+        return int(ray.get([a.hold_data.remote(x_ref, y_ref) for a in self.actors])[0])
 
     @staticmethod
     def _check_numpy(trainer) -> None:
@@ -535,12 +533,11 @@ class Pipeline:
         if not mail:
             return ([],)
         if self.lockstep or everything:
-            ready = mail
+            ready, self._mail[g] = mail, []
         else:
             done, _ = require_ray().wait([ref for _, _, ref in mail], num_returns=len(mail), timeout=0)
             done = set(done)
-            ready = [m for m in mail if m[2] in done]
-        self._mail[g] = [m for m in mail if m not in ready]
+            ready, self._mail[g] = [m for m in mail if m[2] in done], [m for m in mail if m[2] not in done]
         return ([(kind, steps) for kind, steps, _ in ready], *(ref for _, _, ref in ready))
 
     def drain(self) -> list[dict]:

@@ -89,13 +89,10 @@ class StageWorker:
     def ping(self) -> int:
         return self.index
 
-    def hold_data(self, x, y) -> None:
-        """Keep the training set (x (N, ...), y (N,); read-only arrays of the object store, not copied)."""
+    def hold_data(self, x, y) -> int:
+        """Keep the training set (x (N, ...), y (N,); read-only arrays of the object store, not copied); returns N."""
         self.data = (x, y)
-
-    def data_size(self) -> int:
-        """Rows in the held training set."""
-        return len(self.data[0])
+        return len(x)
 
     # ------------------------------------------------------------------ steps
     def _in(self, a):
