@@ -22,6 +22,7 @@ for a checkout. Environment variables:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -175,6 +176,31 @@ def _surrogate_minimiser(A, B, C, y):
     return -(B * y + C) / A
 
 
+def _updates_and_memory(mode, T):
+    """05: locked: A and B each step once per period, A keeps all T^2 steps; dni/none: A steps T times, keeps T."""
+    return (1, 1, T * T) if mode == "locked" else (T, 1, T)
+
+
+def _fd_message_gradient(tr, msgs, labels, k, eps):
+    """05: (L_B(m + eps e) - L_B(m - eps e)) / (2 eps) for every entry e of message k, B's forward each time."""
+    def loss(m):
+        logits, _ = tr.slow_forward(m)
+        return float(to_numpy(F.softmax_cross_entropy(logits, labels)[0]))
+
+    grad = np.zeros(msgs.shape[1:])
+    for row, j in np.ndindex(*grad.shape):
+        up, down = msgs.copy(), msgs.copy()
+        up[k, row, j] += eps
+        down[k, row, j] -= eps
+        grad[row, j] = (loss(up) - loss(down)) / (2 * eps)
+    return grad
+
+
+def _best_constant_accuracy(p, n):
+    """05: the count over n steps is Binomial(n, p); the best constant answer is its mode: 100 max_k P(k)."""
+    return 100 * max(math.comb(n, k) * p ** k * (1 - p) ** (n - k) for k in range(n + 1))
+
+
 SOLUTIONS: dict[str, Callable] = {
     "01.tanh backward": _tanh_backward,
     "01.linear backward": _linear_backward,
@@ -185,4 +211,7 @@ SOLUTIONS: dict[str, Callable] = {
     "03.bootstrapped target": _bootstrapped_target,
     "04.surrogate gradient": _surrogate_gradient,
     "04.surrogate minimiser": _surrogate_minimiser,
+    "05.updates and memory": _updates_and_memory,
+    "05.message gradient": _fd_message_gradient,
+    "05.best constant guess": _best_constant_accuracy,
 }

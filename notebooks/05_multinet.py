@@ -23,11 +23,15 @@
 # 2. derive where the gradient of B's loss enters A, and why the lock costs A a factor T in updates,
 # 3. check it live: with B's *true* gradient handed to A at once, A's T decoupled updates add up
 #    exactly to the one locked update (`minidni.dni.multinet.TwoClockTrainer`),
-# 4. train the three modes (`locked`, `dni`, `none`) for a little while and plot them.
+# 4. train the three modes (`locked`, `dni`, `none`) for a little while and plot them,
+# 5. do three exercises (TODO stubs, each graded by the cell after it): the updates and the memory
+#    each mode costs, B's gradient at a message by finite differences, and the accuracy of the
+#    best constant guess that the plots compare with.
 #
 # `MINIDNI_FAST=1` shrinks the run (same code), as in the test suite; `MINIDNI_FIGURE_DIR=folder`
-# also saves the figure. The full mode took 37 CPU seconds (2 minutes of wall time on a shared
-# 2-core machine). The measured comparison with two seeds is in `figures/multinet.md` (made by
+# also saves the figure; `MINIDNI_SOLUTIONS=1` grades the reference solution where an exercise is
+# still a TODO. The full mode takes 32 s of wall time on this project's 2-core CPU (61 CPU
+# seconds). The measured comparison with two seeds is in `figures/multinet.md` (made by
 # `python -m minidni.run multinet`).
 
 # %%
@@ -103,6 +107,70 @@ print("labels agree with the digits")
 # regression, $\min \lVert M(m_k, k) - \delta_k\rVert^2$. The control `none` injects nothing:
 # A learns only from its own loss and its message layer never learns.
 #
+# **Exercise 1 (count the updates and the memory).** Per period, how many optimiser steps do A
+# and B take in each mode, and over how many steps must A keep its activations (its LSTM's
+# cache) before it can update? Write the three numbers as functions of `mode` and T. The check
+# trains a small `TwoClockTrainer` for one period in every mode at T = 2, 3 and 4, reads its
+# update counters, and reads the time length of the cache that A's update is computed from.
+
+# %%
+def updates_and_memory(mode, T):
+    """(A's updates per period, B's updates per period, steps of A's activations kept until A updates)."""
+    # TODO (exercise 1): one line
+    raise NotImplementedError
+
+
+def measured_updates_and_memory(mode, T):
+    """The same three numbers, measured on a small trainer and one period of T * T steps."""
+    tr = TwoClockTrainer(784, T, mode=mode, embed=4, fast_hidden=4, slow_hidden=4, message=2,
+                         rng=np.random.default_rng(0))
+    period = OddDigitStream(x_train, y_train, batch_size=2, T=T, rng=np.random.default_rng(3)).next_period()
+    tr.train_period(period)
+    x = to_device(period.x)
+    if mode == "locked":  # A's one update waits for B: its cache covers the whole period
+        _, _, (_, cache) = tr.locked_forward(x, to_device(period.fast_y))
+    else:  # A updates after each window from that window's forward
+        _, _, cache = tr.fast_forward(x[:T])
+    steps_in_cache = cache[-1][0]  # fast_forward's cache ends with (steps, rows, windows)
+    return tr.fast_updates, tr.slow_updates, steps_in_cache
+
+
+nb.grade("05.updates and memory", updates_and_memory, against=measured_updates_and_memory,
+         cases=[(mode, t) for mode in ("locked", "dni", "none") for t in (2, 3, 4)])
+
+# %% [markdown]
+# **Exercise 2 (B's gradient at a message, by finite differences).** $\delta_k = \partial L^B/\partial
+# m_k$ is what the SG stands in for. Estimate it without any backward pass: perturb each entry of
+# message k by $\pm\varepsilon$, run B's forward over the period's T messages and the loss, and take
+# central differences, $(L^B(m + \varepsilon e) - L^B(m - \varepsilon e)) / 2\varepsilon$. Use
+# `tr.slow_forward(msgs)` (logits, cache) and `softmax_cross_entropy(logits, labels)` (loss, dlogits);
+# return a host array (`to_numpy`). The check compares it with B's backward (`tr.slow_backward`), in
+# float64. Note what every estimate needs: B's forward over *all* T ticks, so no entry of
+# $\delta_k$ exists before the period ends, for k = 1 as for k = T. That is the lock.
+
+# %%
+def fd_message_gradient(tr, msgs, labels, k, eps):
+    """(B, M) host array: central differences of L_B w.r.t. every entry of message k; msgs (T, B, M)."""
+    # TODO (exercise 2)
+    raise NotImplementedError
+
+
+def backprop_message_gradient(tr, msgs, labels, k, eps):
+    """(B, M): B's backward at message k (dL_B/dm_k)."""
+    logits, cache = tr.slow_forward(msgs)
+    _, dlogits = softmax_cross_entropy(logits, labels)
+    dmsgs, _ = tr.slow_backward(dlogits, cache)
+    return dmsgs[k]
+
+
+b_only = TwoClockTrainer(784, T, embed=4, fast_hidden=4, slow_hidden=5, message=3, rng=np.random.default_rng(4),
+                         dtype=np.float64)
+msgs = to_device(np.random.default_rng(5).standard_normal((T, 4, 3)))
+labels = to_device(np.array([3, 8, 0, 12]))
+nb.grade("05.message gradient", fd_message_gradient, against=backprop_message_gradient,
+         cases=[(b_only, msgs, labels, k, 1e-5) for k in range(T)], tol=1e-8)
+
+# %% [markdown]
 # **Check.** If M were perfect (it returned $\delta_k$ itself, known here only because we compute
 # the period ahead), the T decoupled updates of A, taken at the same parameters, must add up to
 # the locked update exactly. We swap the trainers' optimisers for recorders that keep each
@@ -191,8 +259,36 @@ for mode in ("locked", "dni", "none"):
     print(f"{mode:6s}: A {log[-1][1]:5.1f}%  B {log[-1][2]:5.1f}%  after {periods * T * T} ticks; "
           f"A {tr.fast_updates} updates, B {tr.slow_updates}; {seconds:.1f} s")
 
+# %% [markdown]
+# **Exercise 3 (the dashed lines).** A network that learnt nothing about its images can still
+# answer the single most likely count every time. Each step shows a digit drawn uniformly from
+# the split, odd with probability $p$ (the share of odd labels), independently. What accuracy (in %)
+# does the best constant answer reach on a count over n steps (n = T for A, T² for B)? The check
+# draws 100000 counts of each length from an `OddDigitStream` over the test labels and compares
+# with the share of the most frequent count (to within 1 percentage point: the draw's own error is
+# about 0.15).
+
 # %%
+def best_constant_accuracy(p, n):
+    """Percent of counts over n independent steps (each odd with probability p) equal to the most likely count."""
+    # TODO (exercise 3)
+    raise NotImplementedError
+
+
+def sampled_best_constant_accuracy(p, n):
+    """The most frequent count's share (%) among 100000 counts over n steps of a stream of test labels."""
+    # a stream with window length n: one period holds n windows per row, so 100000 / n rows give 100000 counts
+    labels_only = OddDigitStream(np.zeros((len(y_test), 1), np.float32), y_test, batch_size=100000 // n, T=n,
+                                 rng=np.random.default_rng(n))
+    counts = labels_only.next_period().fast_y.ravel()  # odd digits in each window of n steps
+    return 100 * np.bincount(counts).max() / counts.size
+
+
 p_odd = np.mean(y_test % 2 == 1)
+nb.grade("05.best constant guess", best_constant_accuracy, against=sampled_best_constant_accuracy,
+         cases=[(p_odd, T), (p_odd, T * T)], tol=1.0)
+
+# %%
 chance = [100 * max(comb(n, k) * p_odd ** k * (1 - p_odd) ** (n - k) for k in range(n + 1)) for n in (T, T * T)]
 fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
 for mode, c in curves.items():
@@ -209,12 +305,32 @@ for ax, who, ch in zip(axes, (f"A: odd digits in the last {T} steps", f"B: odd d
 nb.show(fig, "three_modes")
 
 # %% [markdown]
+# ## More exercises (no grader)
+#
+# Exercises 1-3 above are graded by their check cells. Further questions:
+#
+# 1. Run the three modes at T = 2 and T = 8 (keep the number of fast ticks fixed). By Exercise 1
+#    the decoupled A makes T times as many updates as the locked one; does its accuracy gain grow
+#    with T as well?
+# 2. `sg_condition="tick"` gives M only the tick index k, not A's label $y_k$. Train `dni` both
+#    ways: which M is closer to the true gradient (`tr.collect_diagnostics()["cosine"]`, the mean
+#    cosine between the injected and the true gradient at the messages since the last call)?
+# 3. In `none`, A's message layer never receives a gradient. Check it: its weights after training
+#    equal their initial values. Why does B still learn something in `none`?
+# 4. Compare the size of $\delta_k$ over k (Exercise 2's check computes all T): is the gradient at
+#    $m_T$, which B reads at its last tick just before it answers, larger than at $m_1$? What does
+#    that say about how far back through B's ticks an error travels?
+
+# %% [markdown]
 # ## Summary
 #
 # - A ticks every step, B every T steps; B's label exists only every T² steps. Under backprop the
 #   term $\partial L^B/\partial m_k$ of A's gradient arrives at the end of the period, so A updates
 #   once per T² steps; with an SG on the message it updates once per T steps: **T times as often**
-#   (checked above: 1 against T updates per period).
+#   (checked above: 1 against T updates per period). The locked A also keeps all T² steps of its
+#   activations until then, the decoupled A only the window's T (Exercise 1).
+# - $\partial L^B/\partial m_k$ needs B's forward over all T ticks, whatever k is: its finite
+#   differences agree with B's backward (Exercise 2), and none of them exists before the period ends.
 # - With the true gradient in place of the SG, the decoupled updates sum to the locked one to
 #   rounding: the SG is the only approximation.
 # - Whether B still learns as well as when locked depends on how good M is; `figures/multinet.md`
