@@ -41,7 +41,8 @@ def _type(name: str, accepted: str, convert: Callable[[str], object], ok: Callab
         try:
             value = convert(text)
         except (ValueError, OverflowError):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number (accepted: {accepted})") from None
+            what = "an integer" if name == "int" else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what} (accepted: {accepted})") from None
         if not ok(value):
             raise argparse.ArgumentTypeError(f"{text} is out of range (accepted: {accepted})")
         return value

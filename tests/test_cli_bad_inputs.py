@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from minidni.bench.__main__ import BENCHMARKS
+from minidni.cli import positive_float, positive_int
 from minidni.run import TASKS
 
 # options whose values no type can check at parse time, and where they are checked instead
@@ -271,3 +272,11 @@ def test_counts_of_the_table():
         per_command[p.values[0]] = per_command.get(p.values[0], 0) + 1
     print(f"bad-input table: {len(CASES)} generated + {len(SEMANTIC)} semantic cases; per command: {per_command}")
     assert all(n > 0 for n in per_command.values())
+
+
+def test_a_value_of_the_wrong_kind_says_which_kind():
+    """An integer option given 2.5 says it wants an integer, not that 2.5 is no number."""
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^'2\.5' is not an integer \(accepted: an integer from 1"):
+        positive_int("2.5")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^'abc' is not a number \(accepted: a finite number > 0"):
+        positive_float("abc")
